@@ -1,0 +1,168 @@
+"""Anthropic (direct, Bedrock, Vertex): endpoints and response readers.
+
+Anthropic's `input_tokens` excludes cache reads and cache writes; `gen_ai.usage.input_tokens` counts all
+input tokens, so the three are added here, once.
+
+`anthropic` 2.x traces its own calls whenever a tracer provider is set. One call must make one span,
+so while our span is open the SDK's own call span is not started (it is left alone everywhere else):
+our span carries the same usage plus attribution. Should the SDK move the function we hook, both
+spans are exported and the collector counts the call once (see the collector's de-duplication).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+from opentelemetry import context
+
+from .. import names
+from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int
+from .instrumentor import SdkInstrumentor
+
+WEB_SEARCH_REQUESTS = "llmcost.usage.web_search_requests"
+
+
+def provider_name(client: Any) -> str:
+    kind = type(client).__name__
+    if "Bedrock" in kind:
+        return "aws.bedrock"
+    if "Vertex" in kind:
+        return "gcp.vertex_ai"
+    return "anthropic"
+
+
+def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    tier = body.get("service_tier")
+    return {"gen_ai.request.service_tier": tier} if isinstance(tier, str) else {}
+
+
+def usage_attributes(usage: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if usage is None:
+        return attributes
+    uncached = positive_int(field(usage, "input_tokens"))
+    read = positive_int(field(usage, "cache_read_input_tokens")) or 0
+    written = positive_int(field(usage, "cache_creation_input_tokens")) or 0
+    if uncached is not None:
+        attributes[names.INPUT_TOKENS] = uncached + read + written
+    output = positive_int(field(usage, "output_tokens"))
+    if output is not None:
+        attributes[names.OUTPUT_TOKENS] = output
+    if read:
+        attributes[names.CACHE_READ_TOKENS] = read
+    if written:
+        attributes[names.CACHE_WRITE_TOKENS] = written
+        written_1h = positive_int(field(field(usage, "cache_creation"), "ephemeral_1h_input_tokens"))
+        if written_1h:
+            attributes[names.CACHE_WRITE_1H_TOKENS] = written_1h
+    searches = positive_int(field(field(usage, "server_tool_use"), "web_search_requests"))
+    if searches:
+        attributes[WEB_SEARCH_REQUESTS] = searches
+    tier = field(usage, "service_tier")
+    if isinstance(tier, str):
+        attributes[names.SERVICE_TIER] = tier
+    return attributes
+
+
+def read_message(message: Any) -> dict[str, Any]:
+    attributes = usage_attributes(field(message, "usage"))
+    model = field(message, "model")
+    if isinstance(model, str):
+        attributes[names.RESPONSE_MODEL] = model
+    message_id = field(message, "id")
+    if isinstance(message_id, str):
+        attributes[names.RESPONSE_ID] = message_id
+    return attributes
+
+
+class MessageEventReader(StreamReader):
+    """`message_start` carries the input side of the usage; each `message_delta` the running totals."""
+
+    __slots__ = ("message", "usage")
+
+    def __init__(self) -> None:
+        self.message = None
+        self.usage: dict[str, Any] = {}
+
+    def read(self, event: Any) -> None:
+        kind = field(event, "type")
+        if kind == "message_delta":
+            self._merge(field(event, "usage"))
+        elif kind == "message_start":
+            self.message = field(event, "message")
+            self._merge(field(self.message, "usage"))
+
+    def _merge(self, usage: Any) -> None:
+        if usage is None:
+            return
+        for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens",
+                    "cache_creation", "server_tool_use", "service_tier"):
+            value = field(usage, key)
+            if value is not None:
+                self.usage[key] = value
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = read_message(self.message) if self.message is not None else {}
+        attributes.update(usage_attributes(self.usage))
+        if names.INPUT_TOKENS not in attributes:
+            attributes[names.USAGE_MISSING] = True
+        return attributes
+
+
+ENDPOINTS = {
+    "/v1/messages": Endpoint("chat", read_message, MessageEventReader),
+    "/v1/complete": Endpoint("text_completion", read_message),
+}
+
+
+def endpoint_for(path: str) -> Endpoint | None:
+    return ENDPOINTS.get(path.split("?", 1)[0])
+
+
+def _skip_native_span_inside_ours(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    if context.get_value(CALL_IN_PROGRESS_KEY):
+        return None  # the SDK then runs the call untraced; our span describes it
+    return wrapped(*args, **kwargs)
+
+
+class AnthropicInstrumentor(SdkInstrumentor):
+    """Traces every LLM call made through the `anthropic` SDK (sync and async, streaming included)."""
+
+    sdk = "anthropic"
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("anthropic >= 0.30",)
+
+    def provider(self) -> Provider:
+        import anthropic
+        from anthropic._response import BaseAPIResponse
+
+        raw_types: tuple[type, ...] = (BaseAPIResponse,)
+        try:
+            from anthropic._legacy_response import LegacyAPIResponse
+
+            raw_types += (LegacyAPIResponse,)
+        except ImportError:
+            pass
+        return Provider(
+            endpoint_for=endpoint_for,
+            provider_name=provider_name,
+            request_attributes=request_attributes,
+            stream_types=(anthropic.Stream,),
+            async_stream_types=(anthropic.AsyncStream,),
+            raw_response_types=raw_types,
+        )
+
+    def _instrument_more(self, request_tracer: Any) -> None:
+        import anthropic._base_client as base_client
+        from wrapt import wrap_function_wrapper
+
+        if hasattr(base_client, "start_api_call_span"):
+            wrap_function_wrapper(base_client, "start_api_call_span", _skip_native_span_inside_ours)
+
+    def _uninstrument_more(self) -> None:
+        import anthropic._base_client as base_client
+        from opentelemetry.instrumentation.utils import unwrap
+
+        if hasattr(base_client, "start_api_call_span"):
+            unwrap(base_client, "start_api_call_span")

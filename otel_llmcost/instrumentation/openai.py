@@ -1,0 +1,199 @@
+"""OpenAI (and OpenAI-compatible servers, and Azure OpenAI): endpoints and response readers.
+
+OpenAI's `prompt_tokens` already includes `cached_tokens` (and `cache_write_tokens` where reported),
+which is what `gen_ai.usage.input_tokens` asks for: it is copied as is, never added to.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any, Collection, Mapping
+
+from .. import names
+from .core import Endpoint, Provider, StreamReader, field, positive_int
+from .instrumentor import SdkInstrumentor
+
+# Hosts of OpenAI-compatible services, so their calls are priced with their own prices.
+KNOWN_HOSTS = {
+    "api.openai.com": "openai",
+    "openrouter.ai": "openrouter",
+    "api.groq.com": "groq",
+    "api.together.xyz": "together",
+    "api.deepseek.com": "deepseek",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.fireworks.ai": "fireworks",
+    "api.perplexity.ai": "perplexity",
+    "api.cerebras.ai": "cerebras",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+
+
+@lru_cache(maxsize=256)
+def _provider_for_host(host: str, is_azure: bool) -> str:
+    named = os.environ.get("OTEL_LLMCOST_OPENAI_PROVIDER")
+    if named:
+        return named
+    if is_azure or host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    for known, provider in KNOWN_HOSTS.items():
+        if host == known or host.endswith("." + known):
+            return provider
+    # Loopback and unknown hosts: an OpenAI-compatible server; price as OpenAI unless the user names it.
+    return "openai"
+
+
+def provider_name(client: Any) -> str:
+    return _provider_for_host(client.base_url.host, "Azure" in type(client).__name__)
+
+
+def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    tier = body.get("service_tier")
+    return {"gen_ai.request.service_tier": tier} if isinstance(tier, str) else {}
+
+
+def _usage_attributes(usage: Any) -> dict[str, Any]:
+    """Chat and legacy completions usage (`prompt_tokens`, `completion_tokens` and their details)."""
+    attributes: dict[str, Any] = {}
+    if usage is None:
+        return attributes
+    prompt = positive_int(field(usage, "prompt_tokens"))
+    if prompt is None:  # the Responses API spells it `input_tokens`
+        return _responses_usage_attributes(usage)
+    attributes[names.INPUT_TOKENS] = prompt
+    completion = positive_int(field(usage, "completion_tokens"))
+    if completion is not None:
+        attributes[names.OUTPUT_TOKENS] = completion
+    details = field(usage, "prompt_tokens_details")
+    if details is not None:
+        cached = positive_int(field(details, "cached_tokens"))
+        if cached:
+            attributes[names.CACHE_READ_TOKENS] = cached
+        written = positive_int(field(details, "cache_write_tokens"))
+        if written:
+            attributes[names.CACHE_WRITE_TOKENS] = written
+    details = field(usage, "completion_tokens_details")
+    if details is not None:
+        reasoning = positive_int(field(details, "reasoning_tokens"))
+        if reasoning:
+            attributes[names.REASONING_TOKENS] = reasoning
+    return attributes
+
+
+def _responses_usage_attributes(usage: Any) -> dict[str, Any]:
+    """Responses API usage: `input_tokens` (cache included), `output_tokens` (reasoning included)."""
+    attributes: dict[str, Any] = {}
+    value = positive_int(field(usage, "input_tokens"))
+    if value is not None:
+        attributes[names.INPUT_TOKENS] = value
+    value = positive_int(field(usage, "output_tokens"))
+    if value is not None:
+        attributes[names.OUTPUT_TOKENS] = value
+    cached = positive_int(field(field(usage, "input_tokens_details"), "cached_tokens"))
+    if cached:
+        attributes[names.CACHE_READ_TOKENS] = cached
+    reasoning = positive_int(field(field(usage, "output_tokens_details"), "reasoning_tokens"))
+    if reasoning:
+        attributes[names.REASONING_TOKENS] = reasoning
+    return attributes
+
+
+def read_response(response: Any) -> dict[str, Any]:
+    """A chat completion, completion, embedding list or Responses API response."""
+    attributes = _usage_attributes(field(response, "usage"))
+    model = field(response, "model")
+    if isinstance(model, str):
+        attributes[names.RESPONSE_MODEL] = model
+    response_id = field(response, "id")
+    if isinstance(response_id, str):
+        attributes[names.RESPONSE_ID] = response_id
+    tier = field(response, "service_tier")
+    if isinstance(tier, str):
+        attributes[names.SERVICE_TIER] = tier
+    return attributes
+
+
+class ChunkReader(StreamReader):
+    """Chat and legacy completion streams: usage arrives in the last chunk, and only when asked for."""
+
+    __slots__ = ("model", "response_id", "tier", "usage")
+
+    def __init__(self) -> None:
+        self.model = self.response_id = self.tier = self.usage = None
+
+    def read(self, chunk: Any) -> None:
+        if self.response_id is None:
+            self.response_id = field(chunk, "id")
+            self.model = field(chunk, "model")
+        usage = field(chunk, "usage")
+        if usage is not None:
+            self.usage = usage
+            self.tier = field(chunk, "service_tier")
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = _usage_attributes(self.usage)
+        if self.usage is None:
+            attributes[names.USAGE_MISSING] = True
+        if isinstance(self.model, str):
+            attributes[names.RESPONSE_MODEL] = self.model
+        if isinstance(self.response_id, str):
+            attributes[names.RESPONSE_ID] = self.response_id
+        if isinstance(self.tier, str):
+            attributes[names.SERVICE_TIER] = self.tier
+        return attributes
+
+
+class ResponseEventReader(StreamReader):
+    """Responses API streams: the final `response.completed` (or `.incomplete`/`.failed`) event has it all."""
+
+    __slots__ = ("response",)
+
+    def __init__(self) -> None:
+        self.response = None
+
+    def read(self, event: Any) -> None:
+        response = field(event, "response")
+        if response is not None:
+            self.response = response  # every lifecycle event carries the response so far; keep the latest
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = read_response(self.response) if self.response is not None else {}
+        if names.INPUT_TOKENS not in attributes:
+            attributes[names.USAGE_MISSING] = True
+        return attributes
+
+
+ENDPOINTS = {
+    "/chat/completions": Endpoint("chat", read_response, ChunkReader),
+    "/responses": Endpoint("chat", read_response, ResponseEventReader),
+    "/completions": Endpoint("text_completion", read_response, ChunkReader),
+    "/embeddings": Endpoint("embeddings", read_response),
+}
+
+
+def endpoint_for(path: str) -> Endpoint | None:
+    return ENDPOINTS.get(path)
+
+
+class OpenAIInstrumentor(SdkInstrumentor):
+    """Traces every LLM call made through the `openai` SDK (sync and async, streaming included)."""
+
+    sdk = "openai"
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("openai >= 1.0",)
+
+    def provider(self) -> Provider:
+        import openai
+        from openai._legacy_response import LegacyAPIResponse
+        from openai._response import BaseAPIResponse
+
+        return Provider(
+            endpoint_for=endpoint_for,
+            provider_name=provider_name,
+            request_attributes=request_attributes,
+            stream_types=(openai.Stream,),
+            async_stream_types=(openai.AsyncStream,),
+            raw_response_types=(LegacyAPIResponse, BaseAPIResponse),
+        )

@@ -1,0 +1,40 @@
+"""Attribute names shared by the instrumentation and the collector.
+
+GenAI facts use the constants of the installed `opentelemetry-semantic-conventions`; names the
+conventions do not have are ours and start with `llmcost.`.
+"""
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+
+OPERATION = _gen_ai.GEN_AI_OPERATION_NAME
+PROVIDER = _gen_ai.GEN_AI_PROVIDER_NAME
+REQUEST_MODEL = _gen_ai.GEN_AI_REQUEST_MODEL
+REQUEST_STREAM = getattr(_gen_ai, "GEN_AI_REQUEST_STREAM", "gen_ai.request.stream")
+RESPONSE_MODEL = _gen_ai.GEN_AI_RESPONSE_MODEL
+RESPONSE_ID = _gen_ai.GEN_AI_RESPONSE_ID
+INPUT_TOKENS = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+OUTPUT_TOKENS = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+CACHE_READ_TOKENS = getattr(
+    _gen_ai, "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS", "gen_ai.usage.cache_read.input_tokens"
+)
+CACHE_WRITE_TOKENS = getattr(
+    _gen_ai, "GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS", "gen_ai.usage.cache_creation.input_tokens"
+)
+REASONING_TOKENS = getattr(
+    _gen_ai, "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS", "gen_ai.usage.reasoning.output_tokens"
+)
+ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+
+# The conventions have no service-tier attribute for every provider; ours carries what the API returned.
+SERVICE_TIER = "llmcost.response.service_tier"
+# Cache writes by TTL (Anthropic reports 5-minute and 1-hour writes, priced differently).
+CACHE_WRITE_1H_TOKENS = "llmcost.usage.cache_creation_1h.input_tokens"
+# A stream that ended without the provider's usage report.
+USAGE_MISSING = "llmcost.usage_missing"
+
+# Attribution: travels as baggage and is copied onto each LLM span under the same names.
+PROJECT = "llmcost.project"
+FEATURE = "llmcost.feature"
+USER_ID = "user.id"
+ATTRIBUTION_KEYS = (PROJECT, FEATURE, USER_ID)
