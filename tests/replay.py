@@ -163,8 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             "body": body,
             "headers": {k.lower(): v for k, v in self.headers.items()},
         }
-        index, interaction = self.server.replay._match(received)
-        received["interaction"] = index
+        interaction = self.server.replay._match(received)
         if interaction is None:
             self._send_unmatched(received)
             return
@@ -235,8 +234,10 @@ class ReplayServer:
             for i in self.interactions
         ]
         self.used: list[bool] = [False] * len(self.interactions)
+        # every request received, in order: {"method", "path" (no query), "query" (dict), "body" (parsed JSON or
+        # raw text), "headers" (lower-case names), "interaction" (index served, or None when unmatched)}
         self.requests: list[dict] = []
-        self.unmatched: list[dict] = []
+        self.unmatched: list[dict] = []  # the subset of requests that got the 599 reply
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
@@ -311,16 +312,19 @@ class ReplayServer:
             else:
                 self._connections.discard(conn)
 
-    def _match(self, received: dict) -> tuple[int | None, dict | None]:
+    def _match(self, received: dict) -> dict | None:
+        """Claim the next unused interaction with the same method and path; record the request."""
         key = (received["method"].upper(), received["path"])
         with self._lock:
+            received["interaction"] = None
             self.requests.append(received)
             for i, used in enumerate(self.used):
                 if not used and self._paths[i] == key:
                     self.used[i] = True
-                    return i, self.interactions[i]
+                    received["interaction"] = i
+                    return self.interactions[i]
             self.unmatched.append(received)
-            return None, None
+            return None
 
 
 # --------------------------------------------------------------------------------------------------------

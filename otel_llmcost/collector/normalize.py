@@ -1,0 +1,221 @@
+"""OTLP spans -> LLM calls: one `Call` per span that describes an LLM API call, whichever instrumentation
+made it (ours, the official contrib one, OpenLLMetry, OpenLIT, OpenInference, the Anthropic SDK's own).
+
+Attribute names are in flux, so every spelling is accepted here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .. import names
+from .pricing import PricedUsage
+
+# Each fact with its spellings, most specific first.
+PROVIDER_KEYS = (names.PROVIDER, "gen_ai.system", "llm.provider", "llm.system")
+OPERATION_KEYS = (names.OPERATION, "llm.request.type")
+REQUEST_MODEL_KEYS = (names.REQUEST_MODEL, "llm.request.model", "llm.model_name")
+RESPONSE_MODEL_KEYS = (names.RESPONSE_MODEL, "llm.response.model")
+RESPONSE_ID_KEYS = (names.RESPONSE_ID, "gen_ai.response_id")
+INPUT_KEYS = (names.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_KEYS = (names.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens",
+               "llm.token_count.completion")
+CACHE_READ_KEYS = (names.CACHE_READ_TOKENS, "gen_ai.usage.cache_read_input_tokens",
+                   "llm.token_count.prompt_details.cache_read")
+CACHE_WRITE_KEYS = (names.CACHE_WRITE_TOKENS, "gen_ai.usage.cache_write.input_tokens",
+                    "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write")
+CACHE_WRITE_1H_KEYS = (names.CACHE_WRITE_1H_TOKENS, "anthropic.usage.cache_creation.ephemeral_1h_input_tokens")
+REASONING_KEYS = (names.REASONING_TOKENS, "gen_ai.usage.reasoning_tokens", "llm.usage.reasoning_tokens",
+                  "llm.token_count.completion_details.reasoning")
+WEB_SEARCH_KEYS = ("llmcost.usage.web_search_requests",)
+SERVICE_TIER_KEYS = (names.SERVICE_TIER, "gen_ai.openai.response.service_tier", "anthropic.response.service_tier",
+                     "openai.response.service_tier")
+USAGE_KEYS = INPUT_KEYS + OUTPUT_KEYS
+
+# Operations that are LLM API calls (agent and tool spans also carry gen_ai.operation.name).
+LLM_OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "completion", "responses"}
+
+# Attributes that become columns; the rest go to the `attributes` map.
+PROMOTED = set(PROVIDER_KEYS + OPERATION_KEYS + REQUEST_MODEL_KEYS + RESPONSE_MODEL_KEYS + RESPONSE_ID_KEYS
+               + INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS
+               + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE,))
+
+STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+@dataclass
+class Call:
+    """One LLM call, normalized: what the row of `llm_spans` is made of, before pricing."""
+
+    timestamp_ns: int
+    duration_ms: float
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    service_name: str
+    span_name: str
+    scope_name: str
+    provider: str
+    operation: str
+    request_model: str
+    response_model: str
+    response_id: str
+    status_code: str
+    error_type: str
+    usage: PricedUsage
+    has_usage: bool
+    service_tier: str
+    project: str
+    feature: str
+    user_id: str
+    attributes: dict[str, str]
+    resource_attributes: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.response_model or self.request_model
+
+    @property
+    def is_ours(self) -> bool:
+        return self.scope_name == "otel_llmcost"
+
+
+def any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return "" if value is None else str(value)
+
+
+def first(attributes: dict[str, Any], keys: Iterable[str]) -> Any:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def token_count(attributes: dict[str, Any], keys: Iterable[str], notes: list[str]) -> int:
+    """A token count; odd values (negative, fractional, text) are noted and read as well as they can be."""
+    value = first(attributes, keys)
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        notes.append(f"non-numeric token count {value!r}")
+        return 0
+    if isinstance(value, int) and value >= 0:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        notes.append(f"non-numeric token count {value!r}")
+        return 0
+    if number < 0 or number != int(number):
+        notes.append(f"odd token count {value!r}")
+        return max(int(number), 0)
+    return int(number)
+
+
+def is_llm_span(attributes: dict[str, Any]) -> bool:
+    if any(key in attributes for key in USAGE_KEYS):
+        return True
+    operation = first(attributes, OPERATION_KEYS)
+    return operation in LLM_OPERATIONS and first(attributes, PROVIDER_KEYS) is not None
+
+
+def calls_in(request: ExportTraceServiceRequest) -> Iterator[Call]:
+    """Every LLM call an OTLP export request describes; other spans are skipped."""
+    for resource_spans in request.resource_spans:
+        resource = {kv.key: any_value(kv.value) for kv in resource_spans.resource.attributes}
+        service_name = as_text(resource.get("service.name")) or "unknown_service"
+        resource_text = {key: as_text(value) for key, value in resource.items()}
+        for scope_spans in resource_spans.scope_spans:
+            scope_name = scope_spans.scope.name
+            for span in scope_spans.spans:
+                attributes = {kv.key: any_value(kv.value) for kv in span.attributes}
+                if not is_llm_span(attributes):
+                    continue
+                yield to_call(span, attributes, service_name, scope_name, resource_text)
+
+
+def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name: str,
+            resource: dict[str, str]) -> Call:
+    notes: list[str] = []
+    input_tokens = token_count(attributes, INPUT_KEYS, notes)
+    cache_read = token_count(attributes, CACHE_READ_KEYS, notes)
+    cache_write = token_count(attributes, CACHE_WRITE_KEYS, notes)
+    if cache_read + cache_write > input_tokens:
+        # Input tokens that exclude the cache (Anthropic's raw `input_tokens`): the conventions count it in.
+        notes.append(f"input tokens {input_tokens} excluded cache reads/writes; counted them in")
+        input_tokens += cache_read + cache_write
+    usage = PricedUsage(
+        input_tokens=input_tokens,
+        output_tokens=token_count(attributes, OUTPUT_KEYS, notes),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(token_count(attributes, CACHE_WRITE_1H_KEYS, notes), cache_write),
+        reasoning_tokens=token_count(attributes, REASONING_KEYS, notes),
+        web_searches=token_count(attributes, WEB_SEARCH_KEYS, notes),
+    )
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    return Call(
+        timestamp_ns=start,
+        duration_ms=max(end - start, 0) / 1e6 if end else 0.0,
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex(),
+        service_name=service_name,
+        span_name=span.name,
+        scope_name=scope_name,
+        provider=as_text(first(attributes, PROVIDER_KEYS)).lower(),
+        operation=as_text(first(attributes, OPERATION_KEYS)),
+        request_model=as_text(first(attributes, REQUEST_MODEL_KEYS)),
+        response_model=as_text(first(attributes, RESPONSE_MODEL_KEYS)),
+        response_id=as_text(first(attributes, RESPONSE_ID_KEYS)),
+        status_code=STATUS_NAMES.get(span.status.code, "UNSET"),
+        error_type=as_text(attributes.get(names.ERROR_TYPE)),
+        usage=usage,
+        has_usage=any(key in attributes for key in USAGE_KEYS),
+        service_tier=as_text(first(attributes, SERVICE_TIER_KEYS)),
+        project=as_text(attributes.get(names.PROJECT)),
+        feature=as_text(attributes.get(names.FEATURE)),
+        user_id=as_text(attributes.get(names.USER_ID)),
+        attributes={key: as_text(value) for key, value in attributes.items() if key not in PROMOTED},
+        resource_attributes=resource,
+        notes=notes,
+    )
+
+
+def one_per_call(calls: list[Call]) -> list[Call]:
+    """Two nested spans can describe one call (an SDK's own span inside an instrumentation's span):
+    keep one, ours if there is one, else the outer one."""
+    by_span = {(c.trace_id, c.span_id): c for c in calls}
+    dropped: set[tuple[str, str]] = set()
+    for call in calls:
+        parent = by_span.get((call.trace_id, call.parent_span_id))
+        if parent is None or (parent.trace_id, parent.span_id) in dropped:
+            continue
+        inner_wins = call.is_ours and not parent.is_ours
+        dropped.add((parent.trace_id, parent.span_id) if inner_wins else (call.trace_id, call.span_id))
+    return [c for c in calls if (c.trace_id, c.span_id) not in dropped]
