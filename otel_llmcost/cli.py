@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import logging
 import os
@@ -13,6 +14,9 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from .store import QueryResult, StoreError, encode_value, open_store
+
+# Modules that add their own subcommands (each defines `register(subparsers)`).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 REPORT_SQL = """
 SELECT
@@ -167,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089)
     p.set_defaults(func=cmd_sandbox)
+
+    # Commands that live with their feature: each module has `register(subparsers)`.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

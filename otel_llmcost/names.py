@@ -38,3 +38,12 @@ PROJECT = "llmcost.project"
 FEATURE = "llmcost.feature"
 USER_ID = "user.id"
 ATTRIBUTION_KEYS = (PROJECT, FEATURE, USER_ID)
+
+# Application-level cache hits: a span that stands for a call the app did not make.
+CACHE_HIT_KIND = "llmcost.cache_hit.kind"  # exact | semantic | any word the app uses
+CACHE_HIT_INPUT_TOKENS = "llmcost.cache_hit.input_tokens"  # what the avoided call would have used
+CACHE_HIT_OUTPUT_TOKENS = "llmcost.cache_hit.output_tokens"
+
+# Fingerprint of the stable prompt prefix (system prompt and tool definitions): a hash and a length, never the text.
+PREFIX_HASH = "llmcost.prompt.prefix_hash"
+PREFIX_LENGTH = "llmcost.prompt.prefix_length"

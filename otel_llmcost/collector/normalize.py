@@ -42,7 +42,7 @@ LLM_OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "
 # Attributes that become columns; the rest go to the `attributes` map.
 PROMOTED = set(PROVIDER_KEYS + OPERATION_KEYS + REQUEST_MODEL_KEYS + RESPONSE_MODEL_KEYS + RESPONSE_ID_KEYS
                + INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS
-               + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE,))
+               + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE, names.PREFIX_HASH, names.PREFIX_LENGTH))
 
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -74,6 +74,8 @@ class Call:
     user_id: str
     attributes: dict[str, str]
     resource_attributes: dict[str, str]
+    prefix_hash: str = ""
+    prefix_length: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -203,6 +205,8 @@ def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name
         user_id=as_text(attributes.get(names.USER_ID)),
         attributes={key: as_text(value) for key, value in attributes.items() if key not in PROMOTED},
         resource_attributes=resource,
+        prefix_hash=as_text(attributes.get(names.PREFIX_HASH)),
+        prefix_length=token_count(attributes, (names.PREFIX_LENGTH,), notes),
         notes=notes,
     )
 

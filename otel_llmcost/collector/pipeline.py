@@ -22,7 +22,7 @@ COLUMNS = (
     "error_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
     "cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
     "cache_savings_usd", "price_status", "price_note", "price_source", "priced_model", "project", "feature",
-    "user_id", "attributes", "resource_attributes",
+    "user_id", "attributes", "resource_attributes", "prefix_hash", "prefix_length",
 )
 
 
@@ -94,6 +94,7 @@ def row(call: Call, price: Price) -> tuple:
         price.cache_savings if priced else None,
         status, note, price.source if priced else "", price.model_id if priced else "",
         call.project, call.feature, call.user_id, call.attributes, call.resource_attributes,
+        call.prefix_hash, call.prefix_length,
     )
 
 

@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS llm_spans
     project              LowCardinality(String),
     feature              LowCardinality(String),
     user_id              String,
+    cache_hit_kind       LowCardinality(String),   -- '' for a real call; exact | semantic | ... for an application-level cache hit (no call made)
+    app_cache_savings_usd Nullable(Decimal(18, 9)),-- what the call a cache hit avoided would have cost
+    prefix_hash          String,                   -- fingerprint of the stable prompt prefix (system prompt + tools), never the text
+    prefix_length        UInt32,                   -- its length in characters
     attributes           Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     resource_attributes  Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     inserted_at          DateTime64(3, 'UTC') DEFAULT now64(3),

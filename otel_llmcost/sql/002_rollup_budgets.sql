@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS llm_rollup_1m
     cache_read_cost_usd  Decimal(38, 9),
     cache_write_cost_usd Decimal(38, 9),
     output_cost_usd      Decimal(38, 9),
-    cache_savings_usd    Decimal(38, 9)
+    cache_savings_usd    Decimal(38, 9),
+    app_cache_hits       UInt64,
+    app_cache_savings_usd Decimal(38, 9)
 )
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(minute)
@@ -34,7 +36,7 @@ SELECT
     feature,
     provider,
     if(response_model != '', response_model, request_model) AS model,
-    count() AS calls,
+    countIf(cache_hit_kind = '') AS calls,  -- application-level cache hits made no call
     countIf(status_code = 'ERROR') AS errors,
     countIf(price_status = 'unpriced') AS unpriced_calls,
     sum(input_tokens) AS input_tokens,
@@ -47,7 +49,9 @@ SELECT
     toDecimal128(sum(ifNull(cache_read_cost_usd, 0)), 9) AS cache_read_cost_usd,
     toDecimal128(sum(ifNull(cache_write_cost_usd, 0)), 9) AS cache_write_cost_usd,
     toDecimal128(sum(ifNull(output_cost_usd, 0)), 9) AS output_cost_usd,
-    toDecimal128(sum(ifNull(cache_savings_usd, 0)), 9) AS cache_savings_usd
+    toDecimal128(sum(ifNull(cache_savings_usd, 0)), 9) AS cache_savings_usd,
+    countIf(cache_hit_kind != '') AS app_cache_hits,
+    toDecimal128(sum(ifNull(app_cache_savings_usd, 0)), 9) AS app_cache_savings_usd
 FROM llm_spans
 GROUP BY minute, service_name, project, feature, provider, model;
 

@@ -1,0 +1,123 @@
+"""Shared fixtures: an instrumented tracer provider with an in-memory exporter, and real collector processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_llmcost.store import RemoteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tracing():
+    """(tracer_provider, exporter) with both instrumentors on; each test starts with no spans."""
+    from otel_llmcost.instrumentation.anthropic import AnthropicInstrumentor
+    from otel_llmcost.instrumentation.openai import OpenAIInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    AnthropicInstrumentor().instrument(tracer_provider=provider)
+    yield provider, exporter
+    OpenAIInstrumentor().uninstrument()
+    AnthropicInstrumentor().uninstrument()
+
+
+@pytest.fixture
+def spans(tracing):
+    """The in-memory exporter, emptied; `spans.get_finished_spans()` after the calls."""
+    _, exporter = tracing
+    exporter.clear()
+    yield exporter
+    exporter.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CollectorProcess:
+    """`otel-llmcost collector` as a subprocess on free ports, with its own embedded store."""
+
+    def __init__(self, store_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.store_dir = store_dir
+        self.store_url = f"chdb://{store_dir}"
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.http_endpoint = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = store_dir.parent / f"collector-{self.http_port}.log"
+        self.env = {**os.environ, **(extra_env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "CollectorProcess":
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otel_llmcost.cli", "collector", "--store", self.store_url,
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collector exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.http_endpoint + "/llmcost/v1/health", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"collector did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
+        result = RemoteStore(self.store_url, self.http_endpoint).query(sql, parameters)
+        return [dict(zip(result.column_names, row)) for row in result.rows]
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.http_endpoint + "/llmcost/v1/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_for_rows(self, count: int, sql: str = "SELECT count() AS n FROM llm_spans", timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        n = -1
+        while time.monotonic() < deadline:
+            n = self.query(sql)[0]["n"]
+            if n >= count:
+                return n
+            time.sleep(0.1)
+        raise AssertionError(f"expected {count} rows, found {n}; collector log:\n{self.log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    """One collector process per test module (starting chDB takes about a second)."""
+    process = CollectorProcess(tmp_path_factory.mktemp("store") / "llmcost").start()
+    yield process
+    process.stop()
