@@ -13,18 +13,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ..store import Store
 from .normalize import Call, calls_in, one_per_call
 from .pricing import Price, PriceCatalog
+from .rows import COLUMNS, row
 
 logger = logging.getLogger("otel_llmcost.collector")
-
-COLUMNS = (
-    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "service_name", "span_name",
-    "scope_name", "provider", "operation", "request_model", "response_model", "response_id", "status_code",
-    "error_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-    "cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
-    "cache_savings_usd", "price_status", "price_note", "price_source", "priced_model", "project", "feature",
-    "user_id", "attributes", "resource_attributes", "prefix_hash", "prefix_length",
-)
-
 
 class StoreUnavailable(Exception):
     """The store refused a write; the exporter should retry later."""
@@ -69,33 +60,6 @@ class RecentCalls:
                 self.keys[key] = None
         while len(self.keys) > self.capacity:
             self.keys.popitem(last=False)
-
-
-def row(call: Call, price: Price) -> tuple:
-    if not call.has_usage:
-        status, note = "no_usage", "the span reports no token usage"
-    else:
-        status, note = price.status, price.note
-    if call.notes:
-        note = "; ".join(filter(None, [note, *call.notes]))
-    usage = call.usage
-    priced = status == "priced"
-    return (
-        call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
-        call.service_name, call.span_name, call.scope_name, call.provider, call.operation,
-        call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
-        usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
-        usage.reasoning_tokens,
-        price.total if priced else None,
-        price.input if priced else None,
-        price.cache_read if priced else None,
-        price.cache_write if priced else None,
-        price.output if priced else None,
-        price.cache_savings if priced else None,
-        status, note, price.source if priced else "", price.model_id if priced else "",
-        call.project, call.feature, call.user_id, call.attributes, call.resource_attributes,
-        call.prefix_hash, call.prefix_length,
-    )
 
 
 class Pipeline:
