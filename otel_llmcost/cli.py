@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from .store import QueryResult, StoreError, encode_value, open_store
 
 # Modules that add their own subcommands (each defines `register(subparsers)`).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate")
 
 REPORT_SQL = """
 SELECT

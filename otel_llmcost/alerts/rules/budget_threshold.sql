@@ -1,0 +1,22 @@
+-- rule: budget_threshold
+-- severity: warning
+-- for: 0s
+-- labels: service_name, project, feature, scope, scope_value, period, threshold
+-- values: value, spend_usd, budget_usd, calls, baseline_calls
+-- texts: top_model, top_feature
+-- summary: {threshold} of the {period} budget reached ({scope} {scope_value}): ${spend_usd:$} of ${budget_usd:$} ({value:%}) so far this {period}; requests {calls:n} vs {baseline_calls:n} by this time last {period}; top {top_model} / {top_feature}
+-- param warn_ratio Float64 0.8: the first threshold (0.8 = 80% of the budget); the second is always 100%
+WITH
+    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    since AS (SELECT toDateTime(toStartOfMonth((SELECT min(t) FROM eval)), 'UTC') - toIntervalMonth(1) AS lo,
+                     (SELECT max(t) FROM eval) AS hi),
+    -- include: _budget_spend,
+    -- include: _budget_period
+SELECT
+    t AS eval_time, '' AS service_name, if(scope = 'project', scope_value, '') AS project,
+    if(scope = 'feature', scope_value, '') AS feature, scope, scope_value, period,
+    concat(toString(toUInt32(round(level * 100))), '%') AS threshold,
+    toUInt8(spend_usd >= budget_usd * level) AS firing,
+    spend_usd / budget_usd AS value, spend_usd, budget_usd, calls, baseline_calls, top_model, top_feature
+FROM per_budget
+ARRAY JOIN [toFloat64({warn_ratio:Float64}), 1.0] AS level

@@ -1,0 +1,228 @@
+"""Grafana provisioning: structure checked with grafana-foundation-sdk's models, every SQL run on chDB.
+
+Grafana itself cannot run here, so the SQL is the contract: each panel query and each alert query is
+expanded the way the ClickHouse plugin expands its macros and template variables, then run against the
+real engine on seeded history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import alerting, dashboard as dashboard_model
+
+from otel_llmcost.alerts import load_rules
+from otel_llmcost.alerts.dashboards import PANELS, dashboards
+from otel_llmcost.alerts.macros import ALL, expand
+from otel_llmcost.alerts.provision import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID, generated_files
+from otel_llmcost.budgets import set_budget
+from otel_llmcost.simulate import seed_store
+from otel_llmcost.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAFANA = ROOT / "grafana"
+END = datetime(2026, 11, 18, 15, 0, tzinfo=timezone.utc)
+ALL_VARS = {v: ALL for v in ("service", "project", "feature", "provider", "model")}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = Store(f"chdb://{tmp_path_factory.mktemp('grafana') / 'store'}")
+    store.migrate()
+    seed_store(store, 8, END, "spike")
+    set_budget(store, "all", None, "day", 50)
+    set_budget(store, "all", None, "month", 600)
+    yield store
+    store.close()
+
+
+def as_json(obj) -> object:
+    return json.loads(json.dumps(obj, cls=JSONEncoder))
+
+
+def read_yaml(relative: str) -> dict:
+    return yaml.safe_load((GRAFANA / relative).read_text())
+
+
+def test_committed_generated_files_are_up_to_date():
+    for relative, text in generated_files().items():
+        path = GRAFANA / relative
+        assert path.exists(), f"{path} missing: run `otel-llmcost alerts provision`"
+        assert path.read_text() == text, f"{path} is stale: run `otel-llmcost alerts provision`"
+
+
+def test_dashboards_round_trip_through_the_sdk_schema():
+    built = dashboards()
+    assert set(built) == {"llmcost-overview", "llmcost-drilldown"}
+    for name, document in built.items():
+        on_disk = json.loads((GRAFANA / "dashboards" / f"{name}.json").read_text())
+        parsed = dashboard_model.Dashboard.from_json(on_disk)
+        assert as_json(parsed) == on_disk  # nothing the schema does not know
+        assert [v.name for v in parsed.templating.list_val] == ["service", "project", "feature", "provider", "model"]
+        for variable in parsed.templating.list_val:
+            assert variable.include_all and variable.multi
+            assert variable.datasource.uid == DATASOURCE_UID
+        assert parsed.panels and all(p.datasource.uid == DATASOURCE_UID for p in parsed.panels)
+        for panel in parsed.panels:
+            target = as_json(panel.targets[0])
+            assert target["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
+            assert target["rawSql"] == PANELS[panel.title].sql
+        titles = {p.title for p in parsed.panels}
+        if name == "llmcost-overview":
+            assert {"Spend today vs daily budget", "Month to date, projected month end vs budget",
+                    "Spend by provider", "Spend by model", "Spend by service", "Spend by feature",
+                    "Month over month", "Cost per request by model", "Top 10 features by cost", "Top users",
+                    "Share of spend of the top 20% of users", "Prompt-cache hit rate", "Saved by caching",
+                    "Unpriced calls, errors, tokens per minute"} <= titles
+        # gridPos: panels never overlap
+        cells = set()
+        for panel in parsed.panels:
+            g = panel.grid_pos
+            area = {(x, y) for x in range(g.x, g.x + g.w) for y in range(g.y, g.y + g.h)}
+            assert not cells & area, panel.title
+            cells |= area
+
+
+def panel_rows(store, title: str, variables=None, hours: int = 24, interval: int = 300):
+    sql = expand(PANELS[title].sql, END - timedelta(hours=hours), END, interval, variables or ALL_VARS)
+    assert "$" not in sql, sql
+    result = store.query(sql)
+    return [dict(zip(result.column_names, row)) for row in result.rows]
+
+
+@pytest.mark.parametrize("title", sorted(PANELS))
+def test_every_panel_query_runs_with_all_and_with_a_selection(store, title):
+    rows = panel_rows(store, title)
+    assert rows, title
+    picked = panel_rows(store, title, {"service": ["checkout-assistant"], "project": ["shop"],
+                                       "feature": ["product-qa", "order-summary"], "provider": ["openai"],
+                                       "model": ["gpt-4o"]})
+    if title in ("Top users", "Cost per request by model", "Top 10 features by cost", "Most expensive calls",
+                 "By service, feature and model"):
+        assert rows != picked
+    for row in picked:
+        for column in ("model", "service_name", "feature", "provider"):
+            if column in row:
+                assert row[column] in ("gpt-4o", "checkout-assistant", "product-qa", "openai"), row
+
+
+def test_panel_numbers(store):
+    today = panel_rows(store, "Spend today vs daily budget")[0]
+    expected = store.query("SELECT sum(cost_usd) FROM llm_spans FINAL WHERE timestamp >= '2026-11-18 00:00:00' "
+                           "AND timestamp < '2026-11-18 15:00:00'").rows[0][0]
+    assert today["today_usd"] == expected and today["daily_budget_usd"] == Decimal(50)
+    month = panel_rows(store, "Month to date, projected month end vs budget")[0]
+    # 8 days of history by Nov 18 15:00 (17.625 days into a 30-day month)
+    assert float(month["projected_month_end_usd"]) == pytest.approx(float(month["month_to_date_usd"]) / 17.625 * 30,
+                                                                    rel=1e-6)
+    assert month["monthly_budget_usd"] == Decimal(600)
+    top = panel_rows(store, "Top 10 features by cost")
+    assert len(top) == 6 and [r["spend_usd"] for r in top] == sorted((r["spend_usd"] for r in top), reverse=True)
+    share = panel_rows(store, "Share of spend of the top 20% of users")[0]
+    assert 0.2 < share["top_20pct_share"] <= 1 and share["users"] > 20
+    series = panel_rows(store, "Spend by model", interval=3600)
+    assert {r["model"] for r in series} == {"gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "claude-haiku-4-5",
+                                           "claude-sonnet-4-5"}
+    assert len({r["time"] for r in series}) == 24  # one point per hour ($__timeInterval)
+    cache = panel_rows(store, "Saved by caching")[0]
+    assert 0 < cache["prompt_cache_hit_rate"] < 1 and cache["prompt_cache_saved_usd"] > 0
+    assert cache["app_cache_hits"] > 0 and cache["app_cache_saved_usd"] > 0
+    mom = panel_rows(store, "Month over month")
+    assert [r["month"] for r in mom] == ["2026-11"]
+    per_minute = panel_rows(store, "Unpriced calls, errors, tokens per minute", interval=3600)
+    tokens = store.query("SELECT sum(input_tokens + output_tokens) FROM llm_spans FINAL "
+                         "WHERE timestamp >= '2026-11-18 14:00:00' AND timestamp < '2026-11-18 15:00:00'").rows[0][0]
+    last = max(per_minute, key=lambda r: r["time"])
+    assert float(last["tokens_per_minute"]) == pytest.approx(tokens / 60)
+
+
+def test_variable_queries_list_the_values(store):
+    parsed = dashboard_model.Dashboard.from_json(dashboards()["llmcost-overview"])
+    for variable in parsed.templating.list_val:
+        sql = expand(variable.query, END - timedelta(days=1), END)
+        values = [row[0] for row in store.query(sql).rows]
+        assert values and values == sorted(values), variable.name
+
+
+def test_alert_rules_file_structure_and_queries(store):
+    document = read_yaml("provisioning/alerting/llmcost-rules.yaml")
+    assert document["apiVersion"] == 1
+    (group,) = document["groups"]
+    assert group["interval"] == "1m" and group["folder"]
+    rules = {r.name: r for r in load_rules()}
+    assert [r["title"] for r in group["rules"]] == list(rules)
+    for entry in group["rules"]:
+        rule = alerting.Rule.from_json({**entry, "folderUID": "x", "ruleGroup": group["name"], "orgID": 1})
+        assert rule.condition == "C" and rule.no_data_state == "OK"
+        refs = {q.ref_id: q for q in rule.data}
+        assert {"A", "B", "C"} <= set(refs)
+        assert as_json(refs["C"].model)["conditions"][0]["evaluator"] == {"type": "gt", "params": [0]}
+        spec = rules[entry["title"]]
+        assert set(refs) == {"A", "B", "C", *(c.upper() for c in spec.values), *(["TOP"] if spec.texts else [])}
+        assert entry["labels"]["severity"] == spec.severity
+        assert "$values." in entry["annotations"]["summary"] and entry["annotations"]["dashboard_url"].count(
+            f"/d/{DRILLDOWN_UID}/") == 1
+        for ref, query in refs.items():
+            if query.datasource_uid == "__expr__":
+                continue
+            model = as_json(query.model)
+            assert model["datasource"]["uid"] == DATASOURCE_UID and model["format"] == 1
+            # the plugin expands $__toTime to the end of the rule's relative time range: the evaluation time
+            sql = expand(model["rawSql"], END - timedelta(minutes=10), END)
+            if ref in ("A", "VALUE"):
+                store.query(sql)  # runs (the others differ only in the column they keep)
+            columns = store.query(f"DESCRIBE ({sql})").rows
+            names, types = [c[0] for c in columns], [c[1] for c in columns]
+            # Grafana turns table rows into alert instances: text columns become labels, and there must be
+            # exactly one numeric column (the value)
+            kinds = ["text" if "String" in t else "number" for t in types]
+            assert kinds.count("number") == 1 and kinds[-1] == "number", (entry["title"], ref, types)
+            assert names[:len(spec.labels)] == spec.labels
+
+
+def test_contact_point_policy_templates_and_datasource():
+    points = read_yaml("provisioning/alerting/llmcost-contact-points.yaml")
+    (point,) = points["contactPoints"]
+    (receiver,) = point["receivers"]
+    contact = alerting.ContactPoint.from_json({**receiver, "name": point["name"]})
+    assert contact.type_val == "slack" and contact.settings["url"] == "${LLMCOST_SLACK_WEBHOOK_URL}"
+    assert "llmcost.slack.text" in contact.settings["text"]
+
+    policies = read_yaml("provisioning/alerting/llmcost-policies.yaml")
+    (policy,) = policies["policies"]
+    tree = alerting.NotificationPolicy.from_json(policy)
+    assert tree.receiver == point["name"] and all(r.receiver == point["name"] for r in tree.routes)
+    assert ["severity", "=", "page"] in policy["routes"][0]["object_matchers"]
+    assert {"alertname", "service_name", "project", "feature"} <= set(tree.group_by)
+
+    templates = read_yaml("provisioning/alerting/llmcost-templates.yaml")
+    (template,) = templates["templates"]
+    parsed = alerting.NotificationTemplate.from_json(template)
+    for name in ("llmcost.slack.title", "llmcost.slack.text", "llmcost.slack.line"):
+        assert f'define "{name}"' in parsed.template
+    assert parsed.template.count("{{") == parsed.template.count("}}")
+    assert ".Annotations.summary" in parsed.template and ".Annotations.dashboard_url" in parsed.template
+
+    datasources = read_yaml("provisioning/datasources/llmcost-clickhouse.yaml")
+    (source,) = datasources["datasources"]
+    assert source["type"] == DATASOURCE_TYPE and source["uid"] == DATASOURCE_UID
+    assert all(str(v).startswith("${LLMCOST_CLICKHOUSE_") for v in source["jsonData"].values())
+    assert source["secureJsonData"]["password"] == "${LLMCOST_CLICKHOUSE_PASSWORD}"
+
+    provider = read_yaml("provisioning/dashboards/llmcost.yaml")["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"]
+
+
+def test_no_secret_is_committed():
+    for path in GRAFANA.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"hooks\.slack\.com/services/\w", text), path
+            assert not re.search(r"password:\s*(?!\$\{)\S", text), path
