@@ -16,7 +16,8 @@ from typing import Any, Sequence
 from .store import QueryResult, StoreError, encode_value, open_store
 
 # Modules that add their own subcommands (each defines `register(subparsers)`).
-COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate")
+COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate",
+                                     "otel_llmcost.collector.schema")
 
 REPORT_SQL = """
 SELECT
@@ -99,7 +100,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=os.environ.get("OTEL_LLMCOST_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"))
+    run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"),
+        cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
+        max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        forward_endpoint=args.forward_endpoint)
     return 0
 
 
@@ -153,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--http-port", type=int, default=4318)
     p.add_argument("--grpc-port", type=int, default=4317)
+    # Each defaults to its OTEL_LLMCOST_* variable (collector/README.md, "Settings").
+    p.add_argument("--cluster", help="ClickHouse cluster: Replicated + Distributed tables, DDL ON CLUSTER "
+                                     "(default $OTEL_LLMCOST_CLUSTER)")
+    p.add_argument("--spool-dir", help="spool directory (default <store dir>/spool, or ./.llmcost-spool for a server)")
+    p.add_argument("--spool-max-bytes", type=int, help="unstored data the spool may hold before 429/503 (default 1 GiB)")
+    p.add_argument("--max-request-bytes", type=int, help="larger OTLP requests get 413 (default 64 MiB)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve both receivers over TLS ($OTEL_LLMCOST_TLS_CERT)")
+    p.add_argument("--tls-key", help="PEM key of --tls-cert ($OTEL_LLMCOST_TLS_KEY)")
+    p.add_argument("--forward-endpoint", help="also forward every span to this OTLP/HTTP endpoint "
+                                              "($OTEL_LLMCOST_FORWARD_ENDPOINT)")
     p.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("sql", help="run a query against the store")

@@ -68,13 +68,87 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
 
 
+MIGRATIONS_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS llm_schema_migrations "
+    "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+    "ENGINE = MergeTree ORDER BY version"
+)
+
+# Tables whose rows must meet on one shard (ReplacingMergeTree keys) and how to shard them; others: rand().
+SHARDING_KEYS = {
+    "llm_spans": "cityHash64(trace_id, span_id)",
+    "llm_budgets": "cityHash64(scope, scope_value, period)",
+    "llm_schema_migrations": "version",
+}
+_CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
+_CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
+_ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
+_ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
+
+
+def cluster_ddl(statement: str, cluster: str | None) -> list[str]:
+    """A schema statement for one server (as written in sql/*.sql), or for a ClickHouse cluster: each
+    MergeTree table `t` becomes `t_local` (Replicated*MergeTree, ON CLUSTER) plus a Distributed `t` over it
+    with the same name, so that inserts and queries need no change; materialized views read and write the
+    local tables on every node. Other statements (INSERT ... SELECT) run once, through the Distributed tables.
+    """
+    statement = statement.strip().rstrip(";").strip()
+    if not cluster:
+        return [statement]
+    on = f" ON CLUSTER {quote_identifier(cluster)}"
+    match = _CREATE_TABLE.match(statement)
+    engine = _ENGINE.search(statement)
+    if match and engine:
+        name = match.group(2)
+        local = f"{name}_local"
+        args = (engine.group(3) or "").strip()
+        replicated = f"ENGINE = Replicated{engine.group(1)}('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', " \
+                     f"'{{replica}}'{', ' + args if args else ''})"
+        local_ddl = statement[:match.start(2)] + local + on + statement[match.end():engine.start()] + replicated + \
+            statement[engine.end():]
+        key = SHARDING_KEYS.get(name, "rand()")
+        distributed = (f"CREATE TABLE IF NOT EXISTS {name}{on} AS {local} "
+                       f"ENGINE = Distributed({quote_string(cluster)}, currentDatabase(), {local}, {key})")
+        return [local_ddl, distributed]
+    match = _CREATE_VIEW.match(statement)
+    if match:
+        body = statement[match.end():]
+        body = re.sub(r"\b(TO|FROM|JOIN)\s+`?(llm_\w+)`?", lambda m: f"{m.group(1)} {m.group(2)}_local", body, flags=re.I)
+        return [statement[:match.end()] + on + body]
+    match = _ALTER_TABLE.match(statement)
+    if match:
+        return [f"ALTER TABLE {match.group(1)}_local{on}" + statement[match.end():]]
+    return [statement]
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def quote_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def schema_ddl(cluster: str | None = None) -> list[str]:
+    """Every statement `migrate` would run on an empty store, in order."""
+    statements = cluster_ddl(MIGRATIONS_TABLE_DDL, cluster)
+    for _, _, sql in migrations():
+        for statement in split_statements(sql):
+            statements.extend(cluster_ddl(statement, cluster))
+    return statements
+
+
 class Store:
     """A directly opened store (the embedded engine in this process, or a server over HTTP)."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, cluster: str | None = None) -> None:
         import clickhouse_connect
 
         self.url = resolve_url(url)
+        self.cluster = cluster or os.environ.get("OTEL_LLMCOST_CLUSTER") or None
+        # Test hook (documented in collector/README.md): while this file exists, writes fail as if the store
+        # were unreachable. Lets the tests take the embedded store "down" and bring it back.
+        self.fault_file = os.environ.get("OTEL_LLMCOST_FAULT_STORE_DOWN_FILE") or None
         self.lock = threading.RLock()  # the chDB session is not safe for concurrent use
         directory = chdb_dir(self.url)
         try:
@@ -111,18 +185,16 @@ class Store:
     def migrate(self) -> list[int]:
         """Applies the schema files not yet applied to this store; returns their versions."""
         with self.lock:
-            self.client.command(
-                "CREATE TABLE IF NOT EXISTS llm_schema_migrations "
-                "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-                "ENGINE = MergeTree ORDER BY version"
-            )
+            for statement in cluster_ddl(MIGRATIONS_TABLE_DDL, self.cluster):
+                self.client.command(statement)
             done = {row[0] for row in self.client.query("SELECT version FROM llm_schema_migrations").result_rows}
             applied = []
             for version, name, sql in migrations():
                 if version in done:
                     continue
                 for statement in split_statements(sql):
-                    self.client.command(statement)
+                    for ddl in cluster_ddl(statement, self.cluster):
+                        self.client.command(ddl)
                 self.client.insert("llm_schema_migrations", [(version, name)], column_names=["version", "name"])
                 applied.append(version)
             return applied
@@ -131,10 +203,16 @@ class Store:
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
                dedup_token: str | None = None) -> None:
-        settings = {}
+        """Inserts column data (never SQL built from values). With `dedup_token`, a block inserted again with
+        the same token is dropped, by the table and by the materialized views fed from it."""
+        settings: dict[str, Any] = {}
         if dedup_token:
             settings = {"insert_deduplication_token": dedup_token,
                         "deduplicate_blocks_in_dependent_materialized_views": 1}
+        if self.cluster:
+            settings["distributed_foreground_insert"] = 1  # shards get the rows (and the token) before we ack
+        if self.fault_file and os.path.exists(self.fault_file):
+            raise StoreError(f"store down (fault injection: {self.fault_file} exists)")
         with self.lock:
             self.client.insert(table, rows, column_names=list(column_names), settings=settings)
 

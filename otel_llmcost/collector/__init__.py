@@ -1,4 +1,7 @@
-"""The collector: receive OTLP -> normalize to LLM calls -> price -> write to ClickHouse."""
+"""The collector: receive OTLP -> spool -> normalize to LLM calls -> price -> write to ClickHouse.
+
+Settings come from arguments, else from the environment (collector/README.md lists them all).
+"""
 
 from __future__ import annotations
 
@@ -7,58 +10,132 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..store import ENDPOINT_FILE, Store, chdb_dir
-from .pipeline import Pipeline
-from .receivers import Receivers
+from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
+from .forward import Forwarder
+from .pipeline import Loader, Pipeline, Stats
+from .receivers import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, Intake, Receivers
+from .spool import Spool
+from .telemetry import Telemetry
 
 logger = logging.getLogger("otel_llmcost.collector")
 
 
+def _env(name: str, default, cast=str):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return cast(value.strip())
+
+
+@dataclass
+class Options:
+    """Everything besides the store, host and ports; each has an OTEL_LLMCOST_* variable."""
+
+    spool_dir: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_DIR", None))
+    spool_max_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_MAX_BYTES", 1 << 30, int))
+    max_request_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_REQUEST_BYTES", MAX_BODY_BYTES, int))
+    batch_rows: int = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_ROWS", 5000, int))
+    batch_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_SECONDS", 1.0, float))
+    retry_after: int = field(default_factory=lambda: _env("OTEL_LLMCOST_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS, int))
+    tls_cert: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_TLS_CERT", None))
+    tls_key: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_TLS_KEY", None))
+    forward_endpoint: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_ENDPOINT", None))
+    forward_queue: int = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_QUEUE", 1000, int))
+    stats_log_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STATS_LOG_SECONDS", 60.0, float))
+    cluster: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLUSTER", None))
+
+
+def default_spool_dir(store_url: str) -> Path:
+    directory = chdb_dir(store_url)
+    return directory / "spool" if directory is not None else Path(".llmcost-spool").resolve()
+
+
 class Collector:
-    """A running collector: the store, the pipeline and both receivers."""
+    """A running collector: the store, the spool, the loader and both receivers."""
 
     def __init__(self, store_url: str | None = None, host: str = "127.0.0.1", http_port: int = 4318,
-                 grpc_port: int = 4317, auth_token: str | None = None) -> None:
-        self.store = Store(store_url)
+                 grpc_port: int = 4317, auth_token: str | None = None, options: Options | None = None,
+                 **overrides) -> None:
+        self.options = options or Options()
+        for key, value in overrides.items():  # e.g. cluster=... from a CLI flag; None keeps the default
+            if key not in {f.name for f in fields(Options)}:
+                raise TypeError(f"unknown collector option {key!r}")
+            if value is not None:
+                setattr(self.options, key, value)
+        o = self.options
+        self.stats = Stats()
+        self.store = Store(resolve_url(store_url), cluster=o.cluster)
         self.store.migrate()
-        self.pipeline = Pipeline(self.store)
-        self.receivers = Receivers(self.pipeline, host, http_port, grpc_port, auth_token)
+        self.pipeline = Pipeline(self.store, stats=self.stats)
+        self.spool = Spool(o.spool_dir or default_spool_dir(self.store.url), max_bytes=o.spool_max_bytes)
+        self.loader = Loader(self.pipeline, self.spool, batch_rows=o.batch_rows, batch_seconds=o.batch_seconds)
+        self.forwarder = Forwarder(o.forward_endpoint, self.stats, max_queue=o.forward_queue) \
+            if o.forward_endpoint else None
+        self.intake = Intake(self.spool, self.stats, self.forwarder, retry_after=o.retry_after)
+        self.receivers = Receivers(self.intake, self.store, self.stats_json, host, http_port, grpc_port, auth_token,
+                                   max_bytes=o.max_request_bytes, tls_cert=o.tls_cert, tls_key=o.tls_key)
+        self.telemetry = Telemetry(self.stats, self.gauges, log_seconds=o.stats_log_seconds)
         self.host = host
         directory = chdb_dir(self.store.url)
         self.endpoint_file = directory / ENDPOINT_FILE if directory is not None else None
 
+    def gauges(self) -> dict:
+        return {"spool_backlog_bytes": self.spool.backlog, "queue_depth": self.spool.pending_records,
+                "forward_queue_depth": self.forwarder.depth if self.forwarder else 0,
+                "store_down": int(self.stats.values["store_down"])}
+
+    def stats_json(self) -> dict:
+        return {**self.gauges(), **self.stats.snapshot(), "loader_alive": self.loader.is_alive()}
+
     @property
     def http_endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.receivers.http_port}"
+        return f"{'https' if self.receivers.tls else 'http'}://{host}:{self.receivers.http_port}"
 
     def start(self) -> "Collector":
+        warmed = self.pipeline.warm_up()
+        if self.spool.backlog:
+            logger.info("spool: %d bytes (%d requests) accepted before the last stop are not stored yet: replaying",
+                        self.spool.backlog, self.spool.pending_records)
+        self.loader.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         self.receivers.start()
+        self.telemetry.start()
         if self.endpoint_file is not None:
             # Other processes (the CLI) cannot open the embedded store while we hold it: tell them where we are.
             info = {"endpoint": self.http_endpoint, "pid": os.getpid()}
             tmp = self.endpoint_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(info))
             tmp.replace(self.endpoint_file)
-        logger.info("collector listening: OTLP/HTTP %s, OTLP/gRPC %s:%d, store %s",
-                    self.http_endpoint, self.host, self.receivers.grpc_port, self.store.url)
+        logger.info("collector listening: OTLP/HTTP %s, OTLP/gRPC %s:%d%s, store %s, spool %s (%d recent calls "
+                    "remembered)", self.http_endpoint, self.host, self.receivers.grpc_port,
+                    " (TLS)" if self.receivers.tls else "", self.store.url, self.spool.dir, warmed)
         return self
 
     def stop(self) -> None:
-        self.receivers.stop()
+        self.receivers.stop()  # nothing new is acknowledged from here on
+        self.loader.stop()     # stores what is spooled (or leaves it in the spool for the next start)
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        self.telemetry.stop()
+        logger.info("%s", self.telemetry.summary())
         if self.endpoint_file is not None:
             try:
                 self.endpoint_file.unlink()
             except FileNotFoundError:
                 pass
+        self.spool.close()
         self.store.close()
 
 
-def run(store_url: str | None, host: str, http_port: int, grpc_port: int, auth_token: str | None) -> None:
-    """Runs until SIGTERM or SIGINT, then stops cleanly (stored spans are already durable)."""
-    collector = Collector(store_url, host, http_port, grpc_port, auth_token).start()
+def run(store_url: str | None, host: str, http_port: int, grpc_port: int, auth_token: str | None,
+        **options) -> None:
+    """Runs until SIGTERM or SIGINT, then stops cleanly (everything acknowledged is stored or spooled)."""
+    collector = Collector(store_url, host, http_port, grpc_port, auth_token, **options).start()
     print(f"otel-llmcost collector: OTLP/HTTP {collector.http_endpoint}/v1/traces, "
           f"OTLP/gRPC {host}:{collector.receivers.grpc_port}, store {collector.store.url}", flush=True)
     stopping = threading.Event()

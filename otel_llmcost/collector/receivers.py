@@ -1,8 +1,15 @@
-"""OTLP receivers: HTTP (`/v1/traces`, protobuf or JSON, gzip) and gRPC (`TraceService/Export`).
+"""OTLP receivers: HTTP (`/v1/traces`, protobuf or JSON, gzip) and gRPC (`TraceService/Export`, gzip), plain or
+TLS, optionally behind a bearer token.
 
-Both decode with `opentelemetry-proto`'s messages and hand the request to the pipeline. A malformed
-request gets 400 (gRPC INVALID_ARGUMENT) naming the problem; a store that refuses the write gets 503
-(gRPC UNAVAILABLE) with Retry-After, so exporters retry; nothing is acknowledged before it is stored.
+Both decode with `opentelemetry-proto`'s messages and hand the request to `Intake`, which answers as the OTLP
+specification says:
+- spans with an invalid trace or span id, or without a start or end time, are rejected and the rest kept:
+  success with `partial_success` (`rejected_spans` and a message);
+- a malformed request: 400 naming the problem (gRPC INVALID_ARGUMENT); over the size limit: 413 (gRPC
+  RESOURCE_EXHAUSTED, not retryable);
+- a full spool: 429 (gRPC RESOURCE_EXHAUSTED with RetryInfo) while the store keeps up slowly, 503 (gRPC
+  UNAVAILABLE with RetryInfo) while the store is down, both with Retry-After, so that exporters retry.
+A request is acknowledged only once it is in the spool, on disk (see spool.py and collector/README.md).
 
 The HTTP receiver also serves the collector's own endpoints under `/llmcost/v1/` (health, stats, and a
 query endpoint for the embedded store, which only the collector process can open), to loopback clients.
@@ -11,10 +18,10 @@ query endpoint for the embedded store, which only the collector process can open
 from __future__ import annotations
 
 import base64
-import gzip
 import ipaddress
 import json
 import logging
+import ssl
 import threading
 import zlib
 from concurrent import futures
@@ -22,13 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from ..store import QUERY_PATH, StoreError, encode_value
-from .pipeline import Outcome, Pipeline, StoreUnavailable
+from .spool import Spool, SpoolFull
 
 logger = logging.getLogger("otel_llmcost.collector")
 
@@ -37,37 +44,61 @@ ExportResponse = trace_service_pb2.ExportTraceServiceResponse
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 RETRY_AFTER_SECONDS = 5
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 
 
 class BadRequest(Exception):
     """A request we cannot decode; the message names the problem."""
 
 
-def decode_http_body(body: bytes, content_type: str, content_encoding: str) -> tuple[ExportRequest, bool]:
-    """The export request in an HTTP body, and whether it was JSON."""
-    encoding = content_encoding.strip().lower()
+class TooLarge(Exception):
+    """A request over the size limit (compressed or not)."""
+
+
+class Pushback(Exception):
+    """We cannot take the request now; the exporter should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, store_down: bool, retry_after: int) -> None:
+        super().__init__(message)
+        self.store_down = store_down
+        self.retry_after = retry_after
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body, decompressed (gzip or deflate) to at most `limit` bytes."""
+    if encoding in ("", "identity"):
+        return body
     if encoding == "gzip":
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise BadRequest(f"body is not valid gzip: {exc}") from exc
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     elif encoding == "deflate":
-        try:
-            body = zlib.decompress(body)
-        except zlib.error as exc:
-            raise BadRequest(f"body is not valid deflate: {exc}") from exc
-    elif encoding not in ("", "identity"):
-        raise BadRequest(f"unsupported Content-Encoding {content_encoding!r}")
+        inflater = zlib.decompressobj()
+    else:
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding}: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest(f"body is not valid {encoding}: truncated")
+    return out
+
+
+def decode_http_body(body: bytes, content_type: str, content_encoding: str,
+                     limit: int = MAX_BODY_BYTES) -> tuple[ExportRequest, bool, bytes]:
+    """The export request in an HTTP body, whether it was JSON, and the decompressed body."""
+    body = decompress(body, content_encoding.strip().lower(), limit)
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "application/json":
-        return decode_json(body), True
+        return decode_json(body), True, body
     if media_type in ("application/x-protobuf", "application/protobuf", ""):
         request = ExportRequest()
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
             raise BadRequest(f"body is not a valid protobuf ExportTraceServiceRequest: {exc}") from exc
-        return request, False
+        return request, False, body
     raise BadRequest(f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json")
 
 
@@ -106,8 +137,71 @@ def decode_json(body: bytes) -> ExportRequest:
         raise BadRequest(f"JSON is not an ExportTraceServiceRequest: {exc}") from exc
 
 
-def export_response(outcome: Outcome) -> ExportResponse:
-    return ExportResponse()
+def reject_invalid_spans(request: ExportRequest) -> tuple[int, int, str]:
+    """Removes the spans no backend can use (invalid ids, no timestamps) from `request`, in place.
+    Returns (spans kept, spans rejected, why)."""
+    kept = 0
+    reasons: dict[str, int] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            bad: list[int] = []
+            for i, span in enumerate(spans):
+                trace_id, span_id = span.trace_id, span.span_id
+                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+                    reason = "an invalid trace_id"
+                elif len(span_id) != 8 or span_id == _ZERO_SPAN:
+                    reason = "an invalid span_id"
+                elif not span.start_time_unix_nano or not span.end_time_unix_nano:
+                    reason = "no start or end time"
+                else:
+                    continue
+                bad.append(i)
+                reasons[reason] = reasons.get(reason, 0) + 1
+            for i in reversed(bad):
+                del spans[i]
+            kept += len(spans)
+    rejected = sum(reasons.values())
+    message = ""
+    if rejected:
+        message = f"rejected {rejected} of {kept + rejected} spans: " + \
+            ", ".join(f"{n} with {reason}" for reason, n in sorted(reasons.items()))
+    return kept, rejected, message
+
+
+class Intake:
+    """What both receivers do with a decoded request: validate, forward, spool (durably), answer."""
+
+    def __init__(self, spool: Spool, stats, forwarder=None, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        self.spool = spool
+        self.stats = stats
+        self.forwarder = forwarder
+        self.retry_after = retry_after
+
+    def accept(self, request: ExportRequest, raw: bytes | None = None) -> ExportResponse:
+        """`raw`: the request as protobuf bytes, when we have them (saves serializing it again)."""
+        if self.forwarder is not None:
+            self.forwarder.submit(raw if raw is not None else request.SerializeToString())
+        kept, rejected, message = reject_invalid_spans(request)
+        response = ExportResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = message
+            raw = None  # the request changed
+        if kept:
+            try:
+                self.spool.append(raw if raw is not None else request.SerializeToString(), request)
+            except SpoolFull as exc:
+                self.stats.add(requests_rejected_full=1)
+                store_down = self.stats.values["store_down"]
+                raise Pushback(f"{exc}; {'the store is down' if store_down else 'the store is behind'}, "
+                               f"retry later", store_down, self.retry_after) from exc
+            except OSError as exc:
+                logger.error("spool write failed: %s", exc)
+                raise Pushback(f"spool write failed: {exc}", True, self.retry_after) from exc
+        self.stats.add(requests_received=1, requests_spooled=1 if kept else 0, spans_received=kept,
+                       spans_rejected=rejected)
+        return response
 
 
 def is_loopback(address: str) -> bool:
@@ -117,10 +211,12 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def make_http_handler(pipeline: Pipeline, auth_token: str | None) -> type[BaseHTTPRequestHandler]:
+def make_http_handler(intake: Intake, store, stats: Callable[[], dict], auth_token: str | None,
+                      max_bytes: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "otel-llmcost"
+        timeout = 120  # an idle or stuck client does not hold a thread forever
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("http %s", format % args)
@@ -155,7 +251,7 @@ def make_http_handler(pipeline: Pipeline, auth_token: str | None) -> type[BaseHT
             if self.path == "/llmcost/v1/health":
                 self._send(200, b'{"status":"ok"}', "application/json")
             elif self.path == "/llmcost/v1/stats":
-                self._send(200, json.dumps(pipeline.stats()).encode(), "application/json")
+                self._send(200, json.dumps(stats()).encode(), "application/json")
             else:
                 self._send(404, b'{"message":"not found"}', "application/json")
 
@@ -164,34 +260,45 @@ def make_http_handler(pipeline: Pipeline, auth_token: str | None) -> type[BaseHT
             wants_json = content_type.split(";")[0].strip().lower() == "application/json"
             if self.path == QUERY_PATH:
                 return self._query()
-            if self.path != "/v1/traces":
-                body = self._read_body()
-                return self._error(404, f"no such endpoint {self.path}: OTLP traces go to /v1/traces", wants_json)
-            if not self._authorized():
-                self._read_body()
-                return self._error(401, "missing or wrong bearer token", wants_json)
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
-                return self._error(411, "Content-Length is required", wants_json, {"Connection": "close"})
-            if length > MAX_BODY_BYTES:
                 self.close_connection = True
-                return self._error(413, f"body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}", wants_json)
+                return self._error(411, "Content-Length is required", wants_json, {"Connection": "close"})
+            if length > max_bytes:
+                # Read (and drop) the body first, within reason, so that the client, still sending, gets to see
+                # the 413 instead of a reset connection.
+                if length <= max(4 * max_bytes, MAX_BODY_BYTES):
+                    remaining = length
+                    while remaining > 0:
+                        chunk = self.rfile.read(min(remaining, 1 << 16))
+                        if not chunk:
+                            break
+                        remaining -= len(chunk)
+                self.close_connection = True
+                return self._error(413, f"body of {length} bytes exceeds the limit of {max_bytes}", wants_json,
+                                   {"Connection": "close"})
             body = self.rfile.read(length)
+            if self.path != "/v1/traces":
+                return self._error(404, f"no such endpoint {self.path}: OTLP traces go to /v1/traces", wants_json)
+            if not self._authorized():
+                return self._error(401, "missing or wrong bearer token", wants_json)
             try:
-                request, wants_json = decode_http_body(body, content_type, self.headers.get("Content-Encoding", ""))
-                outcome = pipeline.accept(request)
+                request, wants_json, raw = decode_http_body(body, content_type,
+                                                            self.headers.get("Content-Encoding", ""), max_bytes)
+                response = intake.accept(request, None if wants_json else raw)
             except BadRequest as exc:
                 return self._error(400, str(exc), wants_json)
-            except StoreUnavailable as exc:
-                return self._error(503, f"store unavailable, retry later: {exc}", wants_json,
-                                   {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            except TooLarge as exc:
+                return self._error(413, str(exc), wants_json)
+            except Pushback as exc:
+                return self._error(503 if exc.store_down else 429, str(exc), wants_json,
+                                   {"Retry-After": str(exc.retry_after)})
             except Exception as exc:  # a bug of ours must not take the receiver down
                 logger.exception("could not process an export request")
                 return self._error(500, f"internal error: {exc}", wants_json)
-            response = export_response(outcome)
             if wants_json:
-                self._send(200, json_format.MessageToJson(response).encode(), "application/json")
+                self._send(200, json_format.MessageToJson(response, indent=None).encode(), "application/json")
             else:
                 self._send(200, response.SerializeToString(), "application/x-protobuf")
 
@@ -203,7 +310,7 @@ def make_http_handler(pipeline: Pipeline, auth_token: str | None) -> type[BaseHT
                 return self._error(401, "missing or wrong bearer token", True)
             try:
                 document = json.loads(body)
-                result = pipeline.store.query(document["sql"], document.get("parameters") or None)
+                result = store.query(document["sql"], document.get("parameters") or None)
             except (ValueError, KeyError, TypeError) as exc:
                 return self._error(400, f"expected {{'sql': ..., 'parameters': {{...}}}}: {exc}", True)
             except StoreError as exc:
@@ -222,9 +329,13 @@ def _grpc_code_for(http_status: int) -> int:
     return {400: 3, 401: 16, 403: 7, 404: 12, 411: 3, 413: 8, 429: 8, 503: 14}.get(http_status, 13)
 
 
+def retry_info(seconds: int) -> bytes:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds)).SerializeToString()
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, pipeline: Pipeline, auth_token: str | None) -> None:
-        self.pipeline = pipeline
+    def __init__(self, intake: Intake, auth_token: str | None) -> None:
+        self.intake = intake
         self.auth_token = auth_token
 
     def Export(self, request: ExportRequest, context: grpc.ServicerContext) -> ExportResponse:
@@ -233,27 +344,58 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             if metadata.get("authorization") != f"Bearer {self.auth_token}":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            outcome = self.pipeline.accept(request)
-        except StoreUnavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable, retry later: {exc}")
+            return self.intake.accept(request)
+        except Pushback as exc:
+            # RetryInfo makes RESOURCE_EXHAUSTED retryable (OTLP spec) and tells exporters when.
+            context.set_trailing_metadata([("google.rpc.retryinfo-bin", retry_info(exc.retry_after))])
+            code = grpc.StatusCode.UNAVAILABLE if exc.store_down else grpc.StatusCode.RESOURCE_EXHAUSTED
+            context.abort(code, str(exc))
         except Exception as exc:
             logger.exception("could not process an export request")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
-        return export_response(outcome)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self):
+        sock, address = self.socket.accept()
+        if self.ssl_context is not None:
+            # The handshake happens on the first read, in the connection's own thread.
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address) -> None:
+        logger.debug("http connection from %s failed", client_address, exc_info=True)
 
 
 class Receivers:
     """Both receivers, started and stopped together."""
 
-    def __init__(self, pipeline: Pipeline, host: str, http_port: int, grpc_port: int,
-                 auth_token: str | None = None) -> None:
-        self.http = ThreadingHTTPServer((host, http_port), make_http_handler(pipeline, auth_token))
-        self.http.daemon_threads = True
+    def __init__(self, intake: Intake, store, stats: Callable[[], dict], host: str, http_port: int, grpc_port: int,
+                 auth_token: str | None = None, max_bytes: int = MAX_BODY_BYTES, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
+        self.tls = bool(tls_cert)
+        self.http = _HTTPServer((host, http_port), make_http_handler(intake, store, stats, auth_token, max_bytes))
+        if tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(tls_cert, tls_key or None)
+            self.http.ssl_context = context
         self.http_port = self.http.server_address[1]
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                options=[("grpc.max_receive_message_length", MAX_BODY_BYTES)])
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(pipeline, auth_token), self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
+                                options=[("grpc.max_receive_message_length", max_bytes)])
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(intake, auth_token), self.grpc)
+        if tls_cert:
+            with open(tls_cert, "rb") as f:
+                cert = f.read()
+            with open(tls_key or tls_cert, "rb") as f:
+                key = f.read()
+            credentials = grpc.ssl_server_credentials([(key, cert)])
+            self.grpc_port = self.grpc.add_secure_port(f"{host}:{grpc_port}", credentials)
+        else:
+            self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
         self._thread = threading.Thread(target=self.http.serve_forever, name="otlp-http", daemon=True)
