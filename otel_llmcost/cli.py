@@ -17,7 +17,7 @@ from .store import QueryResult, StoreError, encode_value, open_store
 
 # Modules that add their own subcommands (each defines `register(subparsers)`).
 COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate",
-                                     "otel_llmcost.collector.schema")
+                                     "otel_llmcost.collector.schema", "otel_llmcost.reprice")
 
 REPORT_SQL = """
 SELECT
@@ -98,6 +98,16 @@ def print_result(result: QueryResult, fmt: str, out=sys.stdout) -> None:
 def cmd_collector(args: argparse.Namespace) -> int:
     from .collector import run
 
+    if args.prices:
+        from .collector.price_overrides import PriceFileError, load_price_file
+
+        try:
+            load_price_file(args.prices)  # refuse a bad price file before listening
+        except PriceFileError as exc:
+            print(f"otel-llmcost: {exc}", file=sys.stderr)
+            return 2
+        os.environ["OTEL_LLMCOST_PRICES"] = args.prices  # read by the collector's PriceCatalog
+
     logging.basicConfig(level=os.environ.get("OTEL_LLMCOST_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"),
@@ -157,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--http-port", type=int, default=4318)
     p.add_argument("--grpc-port", type=int, default=4317)
+    p.add_argument("--prices", default=os.environ.get("OTEL_LLMCOST_PRICES"),
+                   help="price file (YAML) layered over genai-prices; default $OTEL_LLMCOST_PRICES")
     # Each defaults to its OTEL_LLMCOST_* variable (collector/README.md, "Settings").
     p.add_argument("--cluster", help="ClickHouse cluster: Replicated + Distributed tables, DDL ON CLUSTER "
                                      "(default $OTEL_LLMCOST_CLUSTER)")

@@ -47,3 +47,6 @@ CACHE_HIT_OUTPUT_TOKENS = "llmcost.cache_hit.output_tokens"
 # Fingerprint of the stable prompt prefix (system prompt and tool definitions): a hash and a length, never the text.
 PREFIX_HASH = "llmcost.prompt.prefix_hash"
 PREFIX_LENGTH = "llmcost.prompt.prefix_length"
+
+# Server-side tool use billed per request (Anthropic's web search).
+WEB_SEARCH_REQUESTS = "llmcost.usage.web_search_requests"

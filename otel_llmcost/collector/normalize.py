@@ -1,7 +1,29 @@
 """OTLP spans -> LLM calls: one `Call` per span that describes an LLM API call, whichever instrumentation
 made it (ours, the official contrib one, OpenLLMetry, OpenLIT, OpenInference, the Anthropic SDK's own).
 
-Attribute names are in flux, so every spelling is accepted here and nowhere else.
+Attribute names are in flux, so every spelling is accepted here and nowhere else:
+
+| fact | ours / current GenAI conventions | deprecated GenAI, OpenLLMetry | OpenInference | others |
+|---|---|---|---|---|
+| provider | gen_ai.provider.name | gen_ai.system | llm.provider, llm.system | |
+| model | gen_ai.request.model, gen_ai.response.model | llm.request.model, llm.response.model | llm.model_name, llm.request.model_name, llm.response.model_name | |
+| input | gen_ai.usage.input_tokens | gen_ai.usage.prompt_tokens, llm.usage.prompt_tokens | llm.token_count.prompt | |
+| output | gen_ai.usage.output_tokens | gen_ai.usage.completion_tokens, llm.usage.completion_tokens | llm.token_count.completion | |
+| cache read | gen_ai.usage.cache_read.input_tokens | gen_ai.usage.cache_read_input_tokens | llm.token_count.prompt_details.cache_read | |
+| cache write | gen_ai.usage.cache_creation.input_tokens, gen_ai.usage.cache_write.input_tokens (Anthropic SDK) | gen_ai.usage.cache_creation_input_tokens | llm.token_count.prompt_details.cache_write | |
+| 1-hour cache writes | llmcost.usage.cache_creation_1h.input_tokens | | | anthropic.usage.cache_creation.ephemeral_1h_input_tokens (Anthropic SDK) |
+| reasoning | gen_ai.usage.reasoning.output_tokens | gen_ai.usage.reasoning_tokens, llm.usage.reasoning_tokens | llm.token_count.completion_details.reasoning | |
+| service tier | llmcost.response.service_tier | openai.response.service_tier | | anthropic.response.service_tier, gen_ai.openai.response.service_tier |
+
+Input semantics. The conventions count cache reads and writes inside the input tokens, and so do the Anthropic
+SDK's own spans, OpenLLMetry (0.62) and OpenInference (checked with their real packages in
+tests/test_peers.py). OpenLIT (1.45) reports Anthropic's raw `input_tokens`, which exclude them: its
+Anthropic spans get the cache added. For any other span whose cache tokens exceed its input, the input
+evidently excluded them too, and they are added (with a note).
+
+Application-level cache hits (`llmcost.cache_hit.kind`, see `otel_llmcost.record_cache_hit`) are calls the app
+did not make: they become a `Call` with `cache_hit_kind` set and, as usage, what the avoided call would have
+used; the row stores zero tokens and zero cost, and the price of that usage as `app_cache_savings_usd`.
 """
 
 from __future__ import annotations
@@ -18,16 +40,17 @@ from .pricing import PricedUsage
 # Each fact with its spellings, most specific first.
 PROVIDER_KEYS = (names.PROVIDER, "gen_ai.system", "llm.provider", "llm.system")
 OPERATION_KEYS = (names.OPERATION, "llm.request.type")
-REQUEST_MODEL_KEYS = (names.REQUEST_MODEL, "llm.request.model", "llm.model_name")
-RESPONSE_MODEL_KEYS = (names.RESPONSE_MODEL, "llm.response.model")
+REQUEST_MODEL_KEYS = (names.REQUEST_MODEL, "llm.request.model", "llm.request.model_name", "llm.model_name")
+RESPONSE_MODEL_KEYS = (names.RESPONSE_MODEL, "llm.response.model", "llm.response.model_name")
 RESPONSE_ID_KEYS = (names.RESPONSE_ID, "gen_ai.response_id")
 INPUT_KEYS = (names.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT_KEYS = (names.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens",
                "llm.token_count.completion")
-CACHE_READ_KEYS = (names.CACHE_READ_TOKENS, "gen_ai.usage.cache_read_input_tokens",
+CACHE_READ_KEYS = (names.CACHE_READ_TOKENS, "gen_ai.usage.cache_read_input_tokens", "llm.usage.cache_read_input_tokens",
                    "llm.token_count.prompt_details.cache_read")
 CACHE_WRITE_KEYS = (names.CACHE_WRITE_TOKENS, "gen_ai.usage.cache_write.input_tokens",
-                    "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write")
+                    "gen_ai.usage.cache_creation_input_tokens", "llm.usage.cache_creation_input_tokens",
+                    "llm.token_count.prompt_details.cache_write")
 CACHE_WRITE_1H_KEYS = (names.CACHE_WRITE_1H_TOKENS, "anthropic.usage.cache_creation.ephemeral_1h_input_tokens")
 REASONING_KEYS = (names.REASONING_TOKENS, "gen_ai.usage.reasoning_tokens", "llm.usage.reasoning_tokens",
                   "llm.token_count.completion_details.reasoning")
@@ -36,12 +59,16 @@ SERVICE_TIER_KEYS = (names.SERVICE_TIER, "gen_ai.openai.response.service_tier", 
                      "openai.response.service_tier")
 USAGE_KEYS = INPUT_KEYS + OUTPUT_KEYS
 
+# Instrumentation scopes whose input tokens exclude cache reads and writes (the provider's raw count).
+INPUT_EXCLUDES_CACHE_SCOPES = ("openlit.instrumentation.anthropic",)
+
 # Operations that are LLM API calls (agent and tool spans also carry gen_ai.operation.name).
 LLM_OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "completion", "responses"}
 
-# Attributes that become columns; the rest go to the `attributes` map.
+# Attributes that become columns; the rest go to the `attributes` map (which keeps what reprice needs: the
+# service tier, 1-hour cache writes, web searches, the tokens an application cache hit avoided).
 PROMOTED = set(PROVIDER_KEYS + OPERATION_KEYS + REQUEST_MODEL_KEYS + RESPONSE_MODEL_KEYS + RESPONSE_ID_KEYS
-               + INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS
+               + INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS + (names.CACHE_HIT_KIND,)
                + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE, names.PREFIX_HASH, names.PREFIX_LENGTH))
 
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -77,6 +104,7 @@ class Call:
     prefix_hash: str = ""
     prefix_length: int = 0
     notes: list[str] = field(default_factory=list)
+    cache_hit_kind: str = ""  # an application-level cache hit: no call made; `usage` is what it avoided
 
     @property
     def model(self) -> str:
@@ -140,7 +168,7 @@ def token_count(attributes: dict[str, Any], keys: Iterable[str], notes: list[str
 
 
 def is_llm_span(attributes: dict[str, Any]) -> bool:
-    if any(key in attributes for key in USAGE_KEYS):
+    if any(key in attributes for key in USAGE_KEYS) or names.CACHE_HIT_KIND in attributes:
         return True
     operation = first(attributes, OPERATION_KEYS)
     return operation in LLM_OPERATIONS and first(attributes, PROVIDER_KEYS) is not None
@@ -164,22 +192,15 @@ def calls_in(request: ExportTraceServiceRequest) -> Iterator[Call]:
 def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name: str,
             resource: dict[str, str]) -> Call:
     notes: list[str] = []
-    input_tokens = token_count(attributes, INPUT_KEYS, notes)
-    cache_read = token_count(attributes, CACHE_READ_KEYS, notes)
-    cache_write = token_count(attributes, CACHE_WRITE_KEYS, notes)
-    if cache_read + cache_write > input_tokens:
-        # Input tokens that exclude the cache (Anthropic's raw `input_tokens`): the conventions count it in.
-        notes.append(f"input tokens {input_tokens} excluded cache reads/writes; counted them in")
-        input_tokens += cache_read + cache_write
-    usage = PricedUsage(
-        input_tokens=input_tokens,
-        output_tokens=token_count(attributes, OUTPUT_KEYS, notes),
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        cache_write_1h_tokens=min(token_count(attributes, CACHE_WRITE_1H_KEYS, notes), cache_write),
-        reasoning_tokens=token_count(attributes, REASONING_KEYS, notes),
-        web_searches=token_count(attributes, WEB_SEARCH_KEYS, notes),
-    )
+    cache_hit_kind = as_text(attributes.get(names.CACHE_HIT_KIND))
+    if cache_hit_kind:
+        # What the avoided call would have used: priced as the savings, never as a cost.
+        usage = PricedUsage(input_tokens=token_count(attributes, (names.CACHE_HIT_INPUT_TOKENS,), notes),
+                            output_tokens=token_count(attributes, (names.CACHE_HIT_OUTPUT_TOKENS,), notes))
+        has_usage = True
+    else:
+        usage = usage_of(attributes, scope_name, notes)
+        has_usage = any(key in attributes for key in USAGE_KEYS)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     return Call(
         timestamp_ns=start,
@@ -198,7 +219,7 @@ def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name
         status_code=STATUS_NAMES.get(span.status.code, "UNSET"),
         error_type=as_text(attributes.get(names.ERROR_TYPE)),
         usage=usage,
-        has_usage=any(key in attributes for key in USAGE_KEYS),
+        has_usage=has_usage,
         service_tier=as_text(first(attributes, SERVICE_TIER_KEYS)),
         project=as_text(attributes.get(names.PROJECT)),
         feature=as_text(attributes.get(names.FEATURE)),
@@ -208,6 +229,28 @@ def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name
         prefix_hash=as_text(attributes.get(names.PREFIX_HASH)),
         prefix_length=token_count(attributes, (names.PREFIX_LENGTH,), notes),
         notes=notes,
+        cache_hit_kind=cache_hit_kind,
+    )
+
+
+def usage_of(attributes: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:
+    input_tokens = token_count(attributes, INPUT_KEYS, notes)
+    cache_read = token_count(attributes, CACHE_READ_KEYS, notes)
+    cache_write = token_count(attributes, CACHE_WRITE_KEYS, notes)
+    if cache_read + cache_write and scope_name.startswith(INPUT_EXCLUDES_CACHE_SCOPES):
+        input_tokens += cache_read + cache_write  # known to report Anthropic's raw input (cache excluded)
+    elif cache_read + cache_write > input_tokens:
+        # Input tokens that exclude the cache (Anthropic's raw `input_tokens`): the conventions count it in.
+        notes.append(f"input tokens {input_tokens} excluded cache reads and writes: counted them in")
+        input_tokens += cache_read + cache_write
+    return PricedUsage(
+        input_tokens=input_tokens,
+        output_tokens=token_count(attributes, OUTPUT_KEYS, notes),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(token_count(attributes, CACHE_WRITE_1H_KEYS, notes), cache_write),
+        reasoning_tokens=token_count(attributes, REASONING_KEYS, notes),
+        web_searches=token_count(attributes, WEB_SEARCH_KEYS, notes),
     )
 
 
@@ -220,6 +263,8 @@ def one_per_call(calls: list[Call]) -> list[Call]:
         parent = by_span.get((call.trace_id, call.parent_span_id))
         if parent is None or (parent.trace_id, parent.span_id) in dropped:
             continue
+        if call.cache_hit_kind or parent.cache_hit_kind:
+            continue  # a cache hit is not a second span of the same call
         inner_wins = call.is_ours and not parent.is_ours
         dropped.add((parent.trace_id, parent.span_id) if inner_wins else (call.trace_id, call.span_id))
     return [c for c in calls if (c.trace_id, c.span_id) not in dropped]

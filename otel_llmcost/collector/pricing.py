@@ -1,17 +1,47 @@
-"""Prices a call's usage with the `genai-prices` catalog, in force at the call's start time.
+"""Prices a call's usage: the `genai-prices` catalog in force at the call's start time, with the user's price
+file (`OTEL_LLMCOST_PRICES`, see `price_overrides.py`) layered on top.
 
-The total is what `genai_prices.calc_price` gives for the same usage; the split into input, cache read,
-cache write and output comes from the same priced units, so the parts add up to the total (per-request
-fees, such as web searches, are in the total only). Look-ups are cached: matching a model reference
-against the catalog is the expensive part, and a collector sees the same few models all day.
+Exactness. The total is what `genai_prices.calc_price` gives for the same usage (with
+`price_context={"service_tier": ...}` or `{"processing": "batch"}`); the split into input, cache read, cache
+write and output comes from the same priced units, so the parts add up to the total (per-request fees, such
+as web searches, are in the total only). Custom prices from the price file go through the same machinery
+(a `ModelPrice` built from the file), so they follow the same rules.
+
+Model names. A provider prefix (`openai/gpt-4o`, `anthropic/claude-...`, `models/gemini-...`) is tried with and
+without; Bedrock ids (`us.anthropic.claude-...-v1:0`) are priced at Bedrock's price, else the vendor's; an OpenAI
+fine-tune (`ft:BASE:org::id`) at genai-prices' price for it, else at its base model's, and `price_note` says so
+(name it in the price file for its real price). A name nobody knows is `unpriced` with the reason, never $0.
+
+Price sources. `price_source` names what priced a row: `genai-prices 0.2.3`, `prices.yaml sha256:1a2b3c4d` (a
+model of the price file), `genai-prices 0.2.3 + prices.yaml sha256:1a2b3c4d -15%` (a negotiated discount),
+`genai-prices 0.2.3 + batch -50%` (our batch rule, below).
+
+Service tiers. `flex`, `priority` and `batch` (and any other tier the API reports) select genai-prices'
+price variant for that tier when the model has one in force at the call's time. When it has none:
+- `batch` and `flex`: 50% of the standard price. This is our rule, not genai-prices' (OpenAI's Batch API
+  and Flex processing, and Anthropic's Message Batches, all bill half the standard price); the row's
+  `price_source` ends with `+ batch -50%` and `price_note` says so. It applies to price-file prices as well.
+  (genai-prices 0.2.3 has batch prices, `processing: batch`, for about a hundred models, some only from a
+  date on, e.g. Claude from 2026-10-14: before that date our rule applies.)
+- `priority` (and unknown tiers): the standard price, and `price_note` says no tier price was known.
+
+Speed. Matching a model reference and selecting its prices are done once per (provider, model, tier, UTC
+day) (per minute for the few models priced by time of day). For each resolved price the leaf counts
+genai-prices derives from a usage (uncached input = input - cache reads - cache writes, and so on) are a
+linear function of the usage; the integer coefficients are derived once, from genai-prices itself, so a
+warm price look-up is a few integer sums and one Decimal multiply-divide per priced unit, identical to
+genai-prices' own arithmetic. Results are also memoized per usage. Anything the fast path cannot vouch for
+(a negative leaf, a usage pattern genai-prices rejects) goes through genai-prices itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 import genai_prices
@@ -19,7 +49,18 @@ from genai_prices import Usage, data_snapshot
 from genai_prices import types as price_types
 from genai_prices.units import _get_registry
 
+from .price_overrides import Discount, PriceFile, load_price_file
+
+logger = logging.getLogger("otel_llmcost.collector")
+
 PRICE_SOURCE = f"genai-prices {genai_prices.__version__}"
+PRICES_ENV = "OTEL_LLMCOST_PRICES"
+
+# Our rule for batch (and flex) calls of models genai-prices has no price variant for: half the standard price.
+BATCH_FACTOR = Decimal("0.5")
+HALF_PRICE_TIERS = {"batch": "batch", "flex": "flex"}
+# Tier values that mean "the standard price" (no variant is looked for, nothing is noted).
+STANDARD_TIERS = {"", "default", "auto", "standard", "standard_only", "on_demand", "on-demand"}
 
 # gen_ai.provider.name (and older gen_ai.system spellings) -> genai-prices provider id.
 PROVIDER_IDS = {
@@ -28,17 +69,21 @@ PROVIDER_IDS = {
     "azure.ai.openai": "azure",
     "az.ai.openai": "azure",
     "azure": "azure",
+    "azure_openai": "azure",
     "aws.bedrock": "aws",
     "aws_bedrock": "aws",
     "bedrock": "aws",
+    "aws": "aws",
     "gcp.vertex_ai": "google",
     "gcp.gemini": "google",
     "gcp.gen_ai": "google",
     "vertex_ai": "google",
+    "vertexai": "google",
     "gemini": "google",
     "google": "google",
     "mistral_ai": "mistral",
     "mistralai": "mistral",
+    "mistral": "mistral",
     "x_ai": "x-ai",
     "xai": "x-ai",
     "deepseek": "deepseek",
@@ -53,6 +98,19 @@ PROVIDER_IDS = {
 }
 
 _ZERO = Decimal(0)
+_DAY_NS = 86_400 * 10**9
+_MINUTE_NS = 60 * 10**9
+
+# The usage fields we price, in the order of `PricedUsage.values()`, with genai-prices' usage keys.
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+              "output_reasoning_tokens", "web_searches")
+# Values from which the linear coefficients are derived: valid for every pattern (1h writes within writes, ...).
+_BASE = (10**9, 10**9, 10**6, 10**6, 10**5, 10**6, 10)
+
+# Bedrock model ids: [region.]anthropic.claude-...-v1:0
+_BEDROCK = re.compile(r"^(?:(?:us|eu|apac|ap|global|us-gov|ca|jp|au)\.)?(anthropic|meta|amazon|mistral|cohere|ai21|"
+                      r"deepseek|openai|qwen|writer)\.(.+?)(?:-v\d+(?::\d+)?)?$")
+_FINE_TUNE = re.compile(r"^ft:([^:]+):")
 
 
 @dataclass(frozen=True)
@@ -67,8 +125,12 @@ class PricedUsage:
     reasoning_tokens: int = 0
     web_searches: int = 0
 
+    def values(self) -> tuple[int, ...]:
+        return (self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens,
+                self.cache_write_1h_tokens, self.reasoning_tokens, self.web_searches)
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class Price:
     status: str  # priced | unpriced
     total: Decimal | None = None
@@ -86,106 +148,447 @@ def unpriced(note: str) -> Price:
     return Price("unpriced", note=note)
 
 
+def scaled(price: Price, factor: Decimal) -> Price:
+    """Every amount of a priced call times `factor` (a discount); exact in Decimal."""
+    if price.status != "priced" or factor == 1:
+        return price
+
+    def times(value: Decimal | None) -> Decimal | None:
+        return None if value is None else value * factor
+
+    return replace(price, total=times(price.total), input=times(price.input), cache_read=times(price.cache_read),
+                   cache_write=times(price.cache_write), output=times(price.output),
+                   cache_savings=times(price.cache_savings))
+
+
+def _part(unit: Any) -> int:
+    """Which part a priced unit's amount goes to: 0 input, 1 cache read, 2 cache write, 3 output,
+    4 the total only (per-request fees, such as web searches)."""
+    key = unit.usage_key
+    if key.startswith("cache_"):
+        return 1 if "_read" in key else 2
+    direction = unit.dimensions.get("direction")
+    if direction in ("input", "output") and not key.startswith(("web_", "requests")):
+        return 0 if direction == "input" else 3
+    return 4
+
+
+def _exact_rate(price: Decimal, per: int) -> Decimal | None:
+    rate = price / per
+    return rate if rate * per == price else None
+
+
+def _rates(price: Any, per: int) -> tuple[tuple[int, Decimal], ...] | None:
+    """(threshold, price / per) pairs, highest threshold first, ending with the base price at -1: the first whose
+    threshold the call's input exceeds applies (calc_unit_price's tier rule). None when a division is not exact
+    (then genai-prices' own arithmetic is used)."""
+    if type(price) is Decimal:
+        pairs = [(-1, price)]
+    elif isinstance(price, price_types.TieredPrices):
+        pairs = [(tier.start, tier.price) for tier in reversed(price.tiers)] + [(-1, price.base)]
+    else:
+        return None
+    rates = []
+    for threshold, value in pairs:
+        rate = _exact_rate(value, per) if type(value) is Decimal else None
+        if rate is None:
+            return None
+        rates.append((threshold, rate))
+    return tuple(rates)
+
+
+class Plan:
+    """One resolved `ModelPrice`, ready to price usages fast and exactly like genai-prices."""
+
+    __slots__ = ("model_price", "resolved", "tiered", "input_price", "input_rates", "units", "patterns", "memo")
+
+    MEMO_SIZE = 8192
+
+    def __init__(self, model_price: Any) -> None:
+        registry = _get_registry()  # the same unit tables calc_price uses
+        self.model_price = model_price
+        self.resolved = price_types._collect_resolved_model_prices(model_price, registry)  # noqa: SLF001
+        self.tiered = any(isinstance(price, price_types.TieredPrices) for _, price in self.resolved)
+        self.input_price = getattr(model_price, "input_mtok", None)
+        self.input_rates = _rates(self.input_price, 1_000_000) if self.input_price is not None else None
+        # (usage_key, price, per, part, rates) of each priced unit, in genai-prices' order (the total's order);
+        # rates: price / per of each tier when exact (then rate * count == price * count / per, the same number).
+        self.units = tuple((unit.usage_key, price, unit.per, _part(unit), _rates(price, unit.per))
+                           for unit, price in self.resolved)
+        self.patterns: dict[int, tuple | None] = {}
+        self.memo: dict[tuple[int, ...], Price] = {}
+
+    # -- the slow, reference path: genai-prices itself --------------------------------------------------
+
+    def counts(self, values: tuple[int, ...]) -> dict[str, Any]:
+        usage = Usage(**{key: value for key, value in zip(USAGE_KEYS, values) if value})
+        return price_types._compute_registry_priced_counts(self.resolved, usage)  # noqa: SLF001
+
+    # -- the fast path -----------------------------------------------------------------------------------
+
+    def _matrix(self, pattern: int) -> tuple | None:
+        """For usages whose non-zero fields are `pattern`: each unit's leaf count as integer coefficients
+        of the usage fields; None when genai-prices must be asked each time."""
+        present = [i for i in range(len(USAGE_KEYS)) if pattern >> i & 1]
+        base = [(_BASE[i] if i in present else 0) for i in range(len(USAGE_KEYS))]
+        try:
+            at_base = self.counts(tuple(base))
+            steps = {}
+            for i in present:
+                bumped = list(base)
+                bumped[i] += 1
+                steps[i] = self.counts(tuple(bumped))
+            doubled = self.counts(tuple(2 * v for v in base))
+        except ValueError:
+            return None
+        rows = []
+        for key, *_ in self.units:
+            if key == "requests":
+                rows.append(None)  # one request per call
+                continue
+            terms = tuple((i, steps[i][key] - at_base[key]) for i in present if steps[i][key] != at_base[key])
+            if any(not isinstance(c, int) for _, c in terms):
+                return None
+            linear = sum(c * base[i] for i, c in terms)
+            if linear != at_base[key] or 2 * linear != doubled[key]:
+                return None  # not linear after all: leave it to genai-prices
+            rows.append(terms)
+        return tuple(rows)
+
+    def leaf_counts(self, values: tuple[int, ...]) -> list[int] | None:
+        pattern = 0
+        for i, v in enumerate(values):
+            if v:
+                pattern |= 1 << i
+        try:
+            rows = self.patterns[pattern]
+        except KeyError:
+            rows = self.patterns[pattern] = self._matrix(pattern)
+        if rows is None:
+            return None
+        out = []
+        for terms in rows:
+            if terms is None:
+                out.append(1)
+                continue
+            n = 0
+            for i, c in terms:
+                n += c * values[i]
+            if n < 0:
+                return None  # genai-prices rejects this usage: let it say why
+            out.append(n)
+        return out
+
+    def price(self, values: tuple[int, ...], source: str, model_id: str) -> Price:
+        cached = self.memo.get(values)
+        if cached is not None and cached.source == source and cached.model_id == model_id:
+            return cached
+        counts = self.leaf_counts(values)
+        if counts is None:
+            try:
+                by_key = self.counts(values)
+            except ValueError as exc:  # e.g. cache reads larger than the input: odd usage, say so
+                return unpriced(f"invalid usage: {exc}")
+            counts = [by_key.get(unit[0]) for unit in self.units]
+        total_input = values[0] if self.tiered else 0
+        parts = [_ZERO, _ZERO, _ZERO, _ZERO, _ZERO]  # input, cache read, cache write, output, fees
+        total = _ZERO
+        for (_, price, per, part, rates), count in zip(self.units, counts):
+            if not count:
+                continue  # genai-prices adds a zero here
+            if rates is not None:
+                for threshold, rate in rates:
+                    if total_input > threshold:
+                        break
+                amount = rate * count
+            elif price is None:
+                continue
+            else:
+                amount = price_types.calc_unit_price(price, count, total_input, per)
+            total += amount
+            parts[part] += amount
+        savings = None
+        if values[2] and self.input_price is not None:
+            if self.input_rates is not None:
+                for threshold, rate in self.input_rates:
+                    if total_input > threshold:
+                        break
+                as_uncached = rate * values[2]
+            else:
+                as_uncached = price_types.calc_unit_price(self.input_price, values[2], total_input, 1_000_000)
+            savings = as_uncached - parts[1]
+        result = Price("priced", total=total, input=parts[0], cache_read=parts[1], cache_write=parts[2],
+                       output=parts[3], cache_savings=savings,
+                       source=source, model_id=model_id)
+        if len(self.memo) >= self.MEMO_SIZE:
+            self.memo.clear()
+        self.memo[values] = result
+        return result
+
+
 class _Entry:
-    """A matched model: its catalog entry, plus the unit table of each price in force, built once."""
+    """A catalog model matched from a model reference, and how finely its prices vary in time."""
 
-    __slots__ = ("provider", "model", "units")
+    __slots__ = ("provider", "model", "granularity", "note")
 
-    def __init__(self, provider: Any, model: Any) -> None:
+    def __init__(self, provider: Any, model: Any, note: str = "") -> None:
         self.provider = provider
         self.model = model
-        self.units: dict[int, tuple] = {}
+        self.note = note
+        self.granularity = _granularity(model)
 
-    def resolved(self, model_price: Any) -> tuple:
-        key = id(model_price)
-        units = self.units.get(key)
-        if units is None:
-            registry = _get_registry()  # the same unit tables calc_price uses
-            resolved = price_types._collect_resolved_model_prices(model_price, registry)  # noqa: SLF001
-            tiered = any(isinstance(price, price_types.TieredPrices) for _, price in resolved)
-            units = (resolved, tiered, getattr(model_price, "input_mtok", None), model_price)
-            self.units[key] = units
-        return units
+
+def _granularity(model: Any) -> int:
+    """The span of time (ns) within which the model's prices cannot change: a UTC day, unless some price
+    depends on the time of day (per minute if every boundary is a whole minute, else no caching)."""
+    constraints = []
+    if not isinstance(model.prices, price_types.ModelPrice):
+        constraints += [c.constraint for c in model.prices if c.constraint is not None]
+    constraints += [v.constraint for v in (model.price_variants or ()) if v.constraint is not None]
+    granularity = _DAY_NS
+    for constraint in constraints:
+        if isinstance(constraint, price_types.TimeOfDateConstraint):
+            whole = all(t.second == 0 and t.microsecond == 0 for t in (constraint.start_time, constraint.end_time))
+            granularity = min(granularity, _MINUTE_NS if whole else 1)
+    return granularity
+
+
+@dataclass
+class _Target:
+    """How one (provider, model, service tier) is priced: custom prices, the catalog entry, discounts."""
+
+    provider_name: str
+    model: str
+    tier: str
+    custom: list  # CustomPrice entries of the price file that match, latest `from` first
+    entry: _Entry | None
+    reason: str  # why the catalog has no price (when entry is None)
+    discounts: list[Discount]
+    granularity: int
+
+
+@dataclass
+class _Resolved:
+    """A target at one time: the plan to use and what to say about it."""
+
+    plan: Plan | None
+    source: str
+    model_id: str
+    note: str = ""
+    factor: Decimal = Decimal(1)
+    reason: str = ""  # when plan is None: why unpriced
+
+    def price(self, usage: PricedUsage) -> Price:
+        if self.plan is None:
+            return unpriced(self.reason)
+        price = self.plan.price(usage.values(), self.source, self.model_id)
+        if price.status != "priced":
+            return price
+        if self.factor != 1:
+            price = scaled(price, self.factor)
+        if self.note:
+            price = replace(price, note=self.note)
+        return price
 
 
 class PriceCatalog:
-    """`price(provider, model, timestamp_ns, usage, service_tier)` with cached look-ups."""
+    """`price(provider, model, timestamp_ns, usage, service_tier)`: genai-prices plus the user's price file."""
 
-    def __init__(self) -> None:
+    CACHE_SIZE = 65_536
+
+    def __init__(self, price_file: PriceFile | str | os.PathLike | None = None) -> None:
         self.snapshot = data_snapshot.get_snapshot()
+        if price_file is None and os.environ.get(PRICES_ENV):
+            price_file = os.environ[PRICES_ENV]
+        if price_file is not None and not isinstance(price_file, PriceFile):
+            price_file = load_price_file(price_file)
+        self.price_file: PriceFile | None = price_file
         self.source = PRICE_SOURCE
-        self._find = lru_cache(maxsize=4096)(self._find_uncached)
+        if price_file is not None:
+            logger.info("prices: %s (%s: %d models, %d discounts)", self.describe(), price_file.path,
+                        len(price_file.models), len(price_file.discounts))
+        self._entries: dict[tuple[str | None, str], _Entry | str] = {}
+        self._targets: dict[tuple[str, str, str], _Target] = {}
+        self._resolved: dict[tuple, _Resolved] = {}
+        self._plans: dict[tuple, Plan] = {}
 
-    def _find_uncached(self, provider_id: str | None, model_ref: str) -> _Entry | str:
-        """The catalog entry for a model, or the reason there is none."""
-        candidates = [model_ref]
-        if "/" in model_ref:  # provider prefixes such as openai/gpt-4o or models/gemini-2.5-pro
-            candidates.append(model_ref.rsplit("/", 1)[1])
-        reason = ""
-        for ref in candidates:
-            for pid in ([provider_id, None] if provider_id else [None]):
-                try:
-                    provider, model = self.snapshot.find_provider_model(ref, None, pid, None)
-                    return _Entry(provider, model)
-                except LookupError as exc:
-                    reason = reason or str(exc)
-        return reason or f"no price for model {model_ref!r}"
+    # -- public -----------------------------------------------------------------------------------------
 
     def price(self, provider_name: str, model: str, timestamp_ns: int, usage: PricedUsage,
               service_tier: str | None = None) -> Price:
-        if not model:
-            return unpriced("span names no model")
-        provider_id = PROVIDER_IDS.get(provider_name.lower()) if provider_name else None
-        found = self._find(provider_id, model)
-        if isinstance(found, str):
-            return unpriced(found)
-        when = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
-        context = {"service_tier": service_tier} if service_tier else None
-        if context and not any(found.model is m for m in found.provider.models):
-            context = None  # calc_price applies price variants only to the provider's own models
-        model_price = found.model.get_prices(when, context)
-        return self._split(found, model_price, usage)
+        key = (provider_name or "", model or "", (service_tier or "").lower())
+        target = self._targets.get(key)
+        if target is None:
+            if not model:
+                return unpriced("span names no model")
+            target = self._target(*key)
+            if len(self._targets) >= self.CACHE_SIZE:
+                self._targets.clear()
+            self._targets[key] = target
+        rkey = (key, timestamp_ns // target.granularity)
+        resolved = self._resolved.get(rkey)
+        if resolved is None:
+            resolved = self._resolve(target, timestamp_ns)
+            if len(self._resolved) >= self.CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[rkey] = resolved
+        return resolved.price(usage)
 
-    def _split(self, entry: _Entry, model_price: Any, usage: PricedUsage) -> Price:
-        resolved, tiered, input_price, _ = entry.resolved(model_price)
-        priced = Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens or None,
-            cache_write_tokens=usage.cache_write_tokens or None,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
-            output_reasoning_tokens=usage.reasoning_tokens or None,
-            web_searches=usage.web_searches or None,
-        )
+    def describe(self) -> str:
+        """What prices this catalog: for logs and the reprice command."""
+        if self.price_file is None:
+            return self.source
+        return f"{self.source} + {self.price_file.source}"
+
+    # -- finding the model ------------------------------------------------------------------------------
+
+    def find(self, provider_id: str | None, model_ref: str) -> _Entry | str:
+        """The catalog entry for a model reference, or the reason there is none (cached)."""
+        key = (provider_id, model_ref)
+        found = self._entries.get(key)
+        if found is None:
+            found = self._find_uncached(provider_id, model_ref)
+            self._entries[key] = found
+        return found
+
+    def _lookup(self, ref: str, provider_id: str | None) -> tuple[Any, Any] | str:
         try:
-            counts = price_types._compute_registry_priced_counts(resolved, priced)  # noqa: SLF001
-        except ValueError as exc:  # e.g. cache reads larger than the input: odd usage, say so
-            return unpriced(f"invalid usage: {exc}")
-        total_input = usage.input_tokens if tiered else 0
-        parts = {"input": _ZERO, "cache_read": _ZERO, "cache_write": _ZERO, "output": _ZERO}
-        total = _ZERO
-        for unit, price in resolved:
-            amount = price_types.calc_unit_price(price, counts.get(unit.usage_key), total_input, unit.per)
-            total += amount
-            key = unit.usage_key
-            if key.startswith("cache_"):
-                parts["cache_read" if "_read" in key else "cache_write"] += amount
+            return self.snapshot.find_provider_model(ref, None, provider_id, None)
+        except LookupError as exc:
+            return str(exc)
+
+    def _find_uncached(self, provider_id: str | None, model_ref: str) -> _Entry | str:
+        candidates: list[tuple[str, str | None, str]] = []  # (reference, provider id, note)
+        ref = model_ref.strip()
+        prefix_provider = None
+        if "/" in ref:  # provider prefixes such as openai/gpt-4o, anthropic/claude-..., models/gemini-2.5-pro
+            head, tail = ref.rsplit("/", 1)
+            prefix_provider = PROVIDER_IDS.get(head.split("/")[0].lower())
+            candidates.append((ref, provider_id, ""))
+            ref = tail
+        bedrock = _BEDROCK.match(ref)
+        if bedrock:  # us.anthropic.claude-...-v1:0: Bedrock's own prices first, then the vendor's
+            candidates.append((ref, "aws", ""))
+            vendor = PROVIDER_IDS.get(bedrock.group(1), bedrock.group(1))
+            candidates.append((bedrock.group(2), vendor, f"Bedrock model id {model_ref!r} priced as {vendor}'s "
+                                                          f"{bedrock.group(2)}"))
+        fine_tune = _FINE_TUNE.match(ref)
+        for pid in dict.fromkeys([provider_id, prefix_provider, None]):
+            candidates.append((ref, pid, ""))
+        if fine_tune:
+            base = fine_tune.group(1)
+            for pid in dict.fromkeys([provider_id, prefix_provider, None]):
+                candidates.append((base, pid, f"fine-tuned model {model_ref!r} priced at its base model {base!r} "
+                                              "(genai-prices has no price for the fine-tune; name it in the price file)"))
+        reason = ""
+        seen = set()
+        for candidate, pid, note in candidates:
+            if (candidate, pid) in seen:
+                continue
+            seen.add((candidate, pid))
+            found = self._lookup(candidate, pid)
+            if isinstance(found, str):
+                reason = reason or found
+                continue
+            provider, model = found
+            if fine_tune and not note and not model.id.startswith("ft:"):
+                note = (f"fine-tuned model {model_ref!r} priced at {model.id!r} "
+                        "(genai-prices has no price for the fine-tune; name it in the price file)")
+            return _Entry(provider, model, note)
+        return f"no price for model {model_ref!r}" + (f" ({reason})" if reason else "")
+
+    # -- targets and their resolution at a time ---------------------------------------------------------
+
+    def _target(self, provider_name: str, model: str, tier: str) -> _Target:
+        provider_id = PROVIDER_IDS.get(provider_name.lower()) if provider_name else None
+        found = self.find(provider_id, model)
+        entry = found if isinstance(found, _Entry) else None
+        reason = found if isinstance(found, str) else ""
+        custom: list = []
+        discounts: list[Discount] = []
+        granularity = entry.granularity if entry else _DAY_NS
+        if self.price_file is not None:
+            names = {model, model.rsplit("/", 1)[-1]}
+            providers = {provider_name, provider_id or "", entry.provider.id if entry else ""} - {""}
+            custom = self.price_file.custom_for(providers, names)
+            if entry is not None:
+                names.add(entry.model.id)
+            discounts = self.price_file.discounts_for(providers, names)
+            granularity = min([granularity] + [c.granularity for c in custom] + [d.granularity for d in discounts])
+        return _Target(provider_name, model, tier, custom, entry, reason, discounts, granularity)
+
+    def _plan(self, model_price: Any) -> Plan:
+        key = tuple((k, id(v)) for k, v in model_price.__dict__.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(model_price)
+        return plan
+
+    def _resolve(self, target: _Target, timestamp_ns: int) -> _Resolved:
+        when = instant(timestamp_ns)
+        notes: list[str] = []
+        factor = Decimal(1)
+        custom = next((c for c in target.custom if c.active(when)), None)
+        if custom is not None:
+            plan = self._plan(custom.model_price)
+            source = self.price_file.source
+            model_id = custom.name
+            if custom.note:
+                notes.append(custom.note)
+            tier_factor, tier_note = self._tier_rule(target.tier, has_variant=False)
+        elif target.entry is not None:
+            entry = target.entry
+            context, tier_factor, tier_note = self._tier_context(entry, target.tier, when)
+            plan = self._plan(entry.model.get_prices(when, context))
+            source = self.source
+            model_id = entry.model.id
+            if entry.note:
+                notes.append(entry.note)
+        else:
+            return _Resolved(None, "", "", reason=target.reason)
+        if tier_factor != 1:
+            factor *= tier_factor
+            source += f" + {target.tier} -{percent((1 - tier_factor) * 100)}%"
+        if tier_note:
+            notes.append(tier_note)
+        discount = next((d for d in target.discounts if d.active(when)), None)
+        if discount is not None:
+            factor *= discount.factor
+            if source == self.price_file.source:
+                source += f" -{percent(discount.percent)}%"
             else:
-                direction = unit.dimensions.get("direction")
-                if direction in ("input", "output") and not key.startswith(("web_", "requests")):
-                    parts[direction] += amount
-        savings = None
-        if usage.cache_read_tokens and input_price is not None:
-            as_uncached = price_types.calc_unit_price(input_price, usage.cache_read_tokens, total_input, 1_000_000)
-            savings = as_uncached - parts["cache_read"]
-        return Price(
-            "priced",
-            total=total,
-            input=parts["input"],
-            cache_read=parts["cache_read"],
-            cache_write=parts["cache_write"],
-            output=parts["output"],
-            cache_savings=savings,
-            source=self.source,
-            model_id=entry.model.id,
-        )
+                source += f" + {self.price_file.source} -{percent(discount.percent)}%"
+            notes.append(f"negotiated discount {percent(discount.percent)}% ({discount.describe()})")
+        return _Resolved(plan, source, model_id, "; ".join(notes), factor)
+
+    def _tier_context(self, entry: _Entry, tier: str, when: datetime) -> tuple[dict | None, Decimal, str]:
+        """genai-prices' price context for a service tier, or our rule when it has no variant for it."""
+        if tier in STANDARD_TIERS:
+            return ({"service_tier": tier} if tier else None), Decimal(1), ""
+        context = {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+        own_model = any(entry.model is m for m in entry.provider.models)  # calc_price's own condition
+        has_variant = own_model and any(
+            v.when == context and (v.constraint is None or v.constraint.active(when))
+            for v in (entry.model.price_variants or ()))
+        factor, note = self._tier_rule(tier, has_variant)
+        return (context if own_model else None), factor, note
+
+    @staticmethod
+    def _tier_rule(tier: str, has_variant: bool) -> tuple[Decimal, str]:
+        if has_variant or tier in STANDARD_TIERS:
+            return Decimal(1), ""
+        if tier in HALF_PRICE_TIERS:
+            return BATCH_FACTOR, (f"service tier {tier!r}: 50% of the standard price (otel-llmcost's rule; "
+                                  "genai-prices has no price for this tier of this model)")
+        return Decimal(1), f"service tier {tier!r}: no price for this tier known; priced at the standard price"
+
+
+def percent(value: Decimal) -> str:
+    """50, 12.5: a percentage as people write it."""
+    return format(value.normalize(), "f")
+
+
+def instant(timestamp_ns: int) -> datetime:
+    """A span time (ns since the epoch) as an aware UTC datetime, exact to the microsecond."""
+    return datetime.fromtimestamp(timestamp_ns // 10**9, tz=timezone.utc).replace(
+        microsecond=(timestamp_ns // 1000) % 1_000_000)

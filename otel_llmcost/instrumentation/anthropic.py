@@ -16,11 +16,8 @@ from typing import Any, Collection, Mapping
 from opentelemetry import context
 
 from .. import names
-from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int
+from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
-
-WEB_SEARCH_REQUESTS = "llmcost.usage.web_search_requests"
-
 
 def provider_name(client: Any) -> str:
     kind = type(client).__name__
@@ -48,6 +45,9 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     output = positive_int(field(usage, "output_tokens"))
     if output is not None:
         attributes[names.OUTPUT_TOKENS] = output
+    thinking = positive_int(field(field(usage, "output_tokens_details"), "thinking_tokens"))
+    if thinking:
+        attributes[names.REASONING_TOKENS] = thinking
     if read:
         attributes[names.CACHE_READ_TOKENS] = read
     if written:
@@ -57,7 +57,7 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
             attributes[names.CACHE_WRITE_1H_TOKENS] = written_1h
     searches = positive_int(field(field(usage, "server_tool_use"), "web_search_requests"))
     if searches:
-        attributes[WEB_SEARCH_REQUESTS] = searches
+        attributes[names.WEB_SEARCH_REQUESTS] = searches
     tier = field(usage, "service_tier")
     if isinstance(tier, str):
         attributes[names.SERVICE_TIER] = tier
@@ -96,7 +96,7 @@ class MessageEventReader(StreamReader):
         if usage is None:
             return
         for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens",
-                    "cache_creation", "server_tool_use", "service_tier"):
+                    "cache_creation", "server_tool_use", "service_tier", "output_tokens_details"):
             value = field(usage, key)
             if value is not None:
                 self.usage[key] = value
@@ -119,6 +119,11 @@ def endpoint_for(path: str) -> Endpoint | None:
     return ENDPOINTS.get(path.split("?", 1)[0])
 
 
+def prefix(body: Mapping[str, Any]) -> list[Any]:
+    """The stable prompt prefix: `system` and `tools`."""
+    return [part for part in (body.get("system"), body.get("tools")) if part]
+
+
 def _skip_native_span_inside_ours(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     if context.get_value(CALL_IN_PROGRESS_KEY):
         return None  # the SDK then runs the call untraced; our span describes it
@@ -126,14 +131,19 @@ def _skip_native_span_inside_ours(wrapped: Any, instance: Any, args: tuple, kwar
 
 
 class AnthropicInstrumentor(SdkInstrumentor):
-    """Traces every LLM call made through the `anthropic` SDK (sync and async, streaming included)."""
+    """Traces every LLM call made through the `anthropic` SDK (sync and async, streaming included; the
+    Bedrock and Vertex clients too)."""
 
-    sdk = "anthropic"
+    sync_requests = (("anthropic._base_client", "SyncAPIClient.request"),)
+    async_requests = (("anthropic._base_client", "AsyncAPIClient.request"),)
+    # MessageStream.close() closes its raw Stream, so the SDK's Stream classes are enough.
+    closes = (("anthropic._streaming", "Stream.close"), ("anthropic._streaming", "AsyncStream.close"))
+    parses = (("anthropic._response", "BaseAPIResponse._parse"),)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("anthropic >= 0.30",)
 
-    def provider(self) -> Provider:
+    def provider(self, **kwargs: Any) -> Provider:
         import anthropic
         from anthropic._response import BaseAPIResponse
 
@@ -145,15 +155,16 @@ class AnthropicInstrumentor(SdkInstrumentor):
         except ImportError:
             pass
         return Provider(
-            endpoint_for=endpoint_for,
+            describe=stainless_describe(endpoint_for),
             provider_name=provider_name,
             request_attributes=request_attributes,
+            prefix=prefix,
             stream_types=(anthropic.Stream,),
             async_stream_types=(anthropic.AsyncStream,),
             raw_response_types=raw_types,
         )
 
-    def _instrument_more(self, request_tracer: Any) -> None:
+    def _instrument_more(self) -> None:
         import anthropic._base_client as base_client
         from wrapt import wrap_function_wrapper
 

@@ -1,13 +1,18 @@
 """The one request wrapper every provider shares.
 
-Each SDK sends every API call through one method of its base client (`SyncAPIClient.request` and
-`AsyncAPIClient.request` in the Stainless-generated SDKs). Wrapping that method, rather than each
-resource method, covers every public entry point at once: `create`, `parse`, the `stream()` helpers,
-`with_raw_response`, `with_streaming_response`. A provider contributes a `Provider`: which request paths
-are LLM calls, and small functions that read a response body or a stream's events into attributes.
+Each SDK sends every API call through one method (the Stainless-generated `openai` and `anthropic` SDKs:
+`SyncAPIClient.request` and `AsyncAPIClient.request`; `google-genai`: `Models._generate_content` and its
+streaming sibling). Wrapping that method, rather than each resource method, covers every public entry point
+at once: `create`, `parse`, the `stream()` helpers, `with_raw_response`, `with_streaming_response`. A provider
+contributes a `Provider`: what a wrapped call is (`describe`), and small functions that read a response body or
+a stream's events into attributes.
 
-The wrapper never changes what the SDK returns or raises: it returns the very object, re-raises the
-very exception, and anything of its own that fails is logged once and swallowed.
+The wrapper never changes what the SDK returns or raises: it returns the very object (a Stainless stream keeps
+its identity; its event iterator is swapped for ours), re-raises the very exception, and anything of its own
+that fails is logged once and swallowed.
+
+A streamed call's span ends exactly once: when the stream is exhausted, fails, is closed (`close()`, leaving its
+`with` block, or the helper that owns it being closed), or is garbage-collected, with whatever usage was seen.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import logging
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from hashlib import blake2b
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -26,7 +32,8 @@ from .. import names
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
 
-# Set in the context of our call span, so an SDK's own tracing can tell that the call is already traced.
+# Set in the context of our call span, so an SDK's own tracing (and our raw-HTTP hooks) can tell that the call
+# is already traced.
 CALL_IN_PROGRESS_KEY = context.create_key("otel-llmcost-call")
 
 _logged: set[str] = set()
@@ -55,6 +62,13 @@ def positive_int(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 class StreamReader:
     """Collects the attributes a stream's events carry; one per streamed call."""
 
@@ -75,15 +89,43 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Described:
+    """What one wrapped call is: its endpoint, its request body (a mapping), its model, whether it streams."""
+
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    model: Any
+    stream: bool
+
+
+@dataclass(frozen=True)
 class Provider:
     """What the shared wrapper needs to know of one SDK."""
 
-    endpoint_for: Callable[[str], Endpoint | None]  # request path -> endpoint, None for non-LLM calls
-    provider_name: Callable[[Any], str]  # client -> gen_ai.provider.name
-    request_attributes: Callable[[Mapping[str, Any]], dict[str, Any]]  # JSON body -> extra request attributes
+    describe: Callable[[Callable, Any, tuple, dict], Described | None]  # (wrapped, instance, args, kwargs) -> None
+    # for a call that is not an LLM call
+    provider_name: Callable[[Any], str]  # instance -> gen_ai.provider.name
+    request_attributes: Callable[[Mapping[str, Any]], dict[str, Any]]  # body -> extra request attributes
+    prefix: Callable[[Mapping[str, Any]], list[Any]]  # body -> the stable prompt prefix (system prompt, tools)
     stream_types: tuple[type, ...]
     async_stream_types: tuple[type, ...]
     raw_response_types: tuple[type, ...] = ()
+
+
+def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callable[..., Described | None]:
+    """`describe` for the Stainless SDKs: `request(cast_to, options, *, stream=..., stream_cls=...)`."""
+
+    def describe(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Described | None:
+        options = args[1] if len(args) > 1 else kwargs["options"]
+        endpoint = endpoint_for(options.url)
+        if endpoint is None:
+            return None
+        body = options.json_data
+        if not isinstance(body, Mapping):
+            body = {}
+        return Described(endpoint, body, body.get("model"), bool(kwargs.get("stream") or body.get("stream")))
+
+    return describe
 
 
 def attribution_defaults() -> dict[str, str]:
@@ -96,10 +138,40 @@ def attribution_defaults() -> dict[str, str]:
     return {key: value for key, value in env.items() if value}
 
 
+def attribution(defaults: Mapping[str, str]) -> dict[str, str]:
+    """The attribution of the current context: its baggage, over the environment's defaults."""
+    attributes = dict(defaults)
+    carried = baggage.get_all()
+    if carried:
+        for key in names.ATTRIBUTION_KEYS:
+            value = carried.get(key)
+            if value is not None:
+                attributes[key] = str(value)
+    return attributes
+
+
+def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
+    """`PREFIX_HASH` and `PREFIX_LENGTH` of the stable prompt prefix; never its text.
+
+    Each part (a system prompt, a tool list) is serialized as itself when it is a string and as its `repr`
+    otherwise (C-speed, deterministic for the plain dicts and lists a request body is made of); parts are
+    length-delimited so that moving text between them changes the hash.
+    """
+    digest = blake2b(digest_size=8)
+    length = 0
+    for part in parts:
+        text = part if type(part) is str else repr(part)
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+        length += len(text)
+    return {names.PREFIX_HASH: digest.hexdigest(), names.PREFIX_LENGTH: length} if length else {}
+
+
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
-    __slots__ = ("span", "endpoint", "reader", "ended", "__weakref__")
+    __slots__ = ("span", "endpoint", "reader", "ended")
 
     def __init__(self, span: trace.Span, endpoint: Endpoint) -> None:
         self.span = span
@@ -107,12 +179,23 @@ class _Call:
         self.reader: StreamReader | None = None
         self.ended = False
 
+    def _stream_attributes(self) -> dict[str, Any] | None:
+        try:
+            return self.reader.attributes() if self.reader is not None else None
+        except Exception:
+            log_once("could not read the usage of a stream")
+            return None
+
     def fail(self, exc: BaseException) -> None:
+        """Ends a failed call, keeping the usage its stream carried before: tokens already billed are money."""
         if self.ended:
             return
         self.ended = True
         try:
             span = self.span
+            attributes = self._stream_attributes()
+            if attributes:
+                span.set_attributes(attributes)
             span.set_attribute(names.ERROR_TYPE, type(exc).__qualname__)
             span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
             span.end()
@@ -132,28 +215,134 @@ class _Call:
 
     def finish_stream(self) -> None:
         """Ends a streamed call with whatever usage its events carried."""
-        if self.ended:
-            return
+        if not self.ended:
+            self.finish(self._stream_attributes())
+
+
+class _Events:
+    """The event iterator we put inside a stream: reads each event on its way to the application."""
+
+    __slots__ = ("inner", "call", "read")
+
+    def __init__(self, inner: Any, call: _Call) -> None:
+        self.inner = inner
+        self.call = call
+        self.read = call.reader.read if call.reader is not None else None
+
+    def __iter__(self) -> "_Events":
+        return self
+
+    def __next__(self) -> Any:
         try:
-            attributes = self.reader.attributes() if self.reader is not None else None
+            event = next(self.inner)
+        except BaseException as exc:
+            self._ended(exc)
+            raise
+        if self.read is not None:
+            self._read(event)
+        return event
+
+    def _ended(self, exc: BaseException) -> None:
+        if isinstance(exc, (StopIteration, StopAsyncIteration)):
+            self.call.finish_stream()
+        else:
+            self.call.fail(exc)
+
+    def _read(self, event: Any) -> Any:
+        if self.read is not None:
+            try:
+                self.read(event)
+            except Exception:
+                log_once("could not read a stream event")
+                self.read = None
+        return event
+
+    def close(self) -> None:  # a plain generator of ours closed by the app (`yield from` calls it)
+        self.call.finish_stream()
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:  # a stream dropped unfinished (never iterated, `break`, abandoned)
+        try:
+            self.call.finish_stream()
         except Exception:
-            log_once("could not read the usage of a stream")
-            attributes = None
-        self.finish(attributes)
+            pass
+
+
+class _AsyncEvents(_Events):
+    __slots__ = ()
+
+    def __aiter__(self) -> "_AsyncEvents":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            event = await self.inner.__anext__()
+        except BaseException as exc:
+            self._ended(exc)
+            raise
+        return self._read(event)
+
+    async def aclose(self) -> None:
+        self.call.finish_stream()
+        aclose = getattr(self.inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _generator(events: _Events) -> Iterator[Any]:
+    """For SDKs whose streaming call returns a plain generator: a generator again."""
+    yield from events
+
+
+async def _async_generator(events: _AsyncEvents) -> Any:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()
+
+
+def end_stream_on_close(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Wrapper of a stream's (or a stream helper's) `close()`: the app is done with the call, so is its span."""
+    try:
+        events = getattr(getattr(instance, "_raw_stream", instance), "_iterator", None)
+        if isinstance(events, _Events):
+            events.call.finish_stream()
+    except Exception:
+        log_once("could not end the span of a closed stream")
+    return wrapped(*args, **kwargs)
+
+
+# Streaming raw responses (`with_streaming_response`) not parsed yet: their calls end when the app parses them.
+_unparsed: "weakref.WeakKeyDictionary[Any, tuple[RequestTracer, _Call]]" = weakref.WeakKeyDictionary()
+
+
+def read_on_parse(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Wrapper of a raw response's `_parse`: reads what a `with_streaming_response` call returned."""
+    result = wrapped(*args, **kwargs)
+    if _unparsed:
+        pending = _unparsed.pop(instance, None)
+        if pending is not None:
+            tracer, call = pending
+            return tracer.returned(call, result)
+    return result
 
 
 class RequestTracer:
     """Builds the wrappers of one provider's request methods around one tracer."""
 
-    def __init__(self, tracer: trace.Tracer, provider: Provider) -> None:
+    def __init__(self, tracer: trace.Tracer, provider: Provider, *, fingerprint: bool | None = None) -> None:
         self.tracer = tracer
         self.provider = provider
         self.defaults = attribution_defaults()
+        self.fingerprint = env_flag("OTEL_LLMCOST_PREFIX_FINGERPRINT", True) if fingerprint is None else fingerprint
 
     # -- the wrappers -------------------------------------------------------------------------------
 
     def sync_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = self._start(instance, args, kwargs)
+        call = self._start(wrapped, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         token = context.attach(trace.set_span_in_context(call.span, context.set_value(CALL_IN_PROGRESS_KEY, True)))
@@ -164,11 +353,10 @@ class RequestTracer:
             call.fail(exc)
             raise
         context.detach(token)
-        self._returned(call, result, is_async=False)
-        return result
+        return self.returned(call, result)
 
     async def async_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = self._start(instance, args, kwargs)
+        call = self._start(wrapped, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = context.attach(trace.set_span_in_context(call.span, context.set_value(CALL_IN_PROGRESS_KEY, True)))
@@ -179,128 +367,82 @@ class RequestTracer:
             call.fail(exc)
             raise
         context.detach(token)
-        self._returned(call, result, is_async=True)
-        return result
+        return self.returned(call, result)
 
     # -- the parts ----------------------------------------------------------------------------------
 
-    def _start(self, instance: Any, args: tuple, kwargs: dict) -> _Call | None:
+    def _start(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> _Call | None:
         """The call span for an LLM request, or None for anything else. Never raises."""
         try:
             if not is_instrumentation_enabled():
                 return None
-            options = args[1] if len(args) > 1 else kwargs.get("options")
-            endpoint = self.provider.endpoint_for(options.url)
-            if endpoint is None:
+            described = self.provider.describe(wrapped, instance, args, kwargs)
+            if described is None:
                 return None
-            body = options.json_data if isinstance(options.json_data, Mapping) else {}
-            model = body.get("model")
-            attributes = {
-                names.OPERATION: endpoint.operation,
-                names.PROVIDER: self.provider.provider_name(instance),
-            }
-            if isinstance(model, str):
-                attributes[names.REQUEST_MODEL] = model
-            if kwargs.get("stream") or body.get("stream"):
-                attributes[names.REQUEST_STREAM] = True
-            if body:
-                attributes.update(self.provider.request_attributes(body))
-            if self.defaults:
-                attributes.update(self.defaults)
-            carried = baggage.get_all()
-            if carried:
-                for key in names.ATTRIBUTION_KEYS:
-                    value = carried.get(key)
-                    if value is not None:
-                        attributes[key] = str(value)
+            attributes = self.request_attributes(described, self.provider.provider_name(instance))
+            model = attributes.get(names.REQUEST_MODEL)
+            operation = described.endpoint.operation
             span = self.tracer.start_span(
-                f"{endpoint.operation} {model}" if model else endpoint.operation,
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
+                f"{operation} {model}" if model else operation, kind=SpanKind.CLIENT, attributes=attributes
             )
-            return _Call(span, endpoint)
+            return _Call(span, described.endpoint)
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
 
-    def _returned(self, call: _Call, result: Any, *, is_async: bool) -> None:
-        """Reads what the call returned, or hooks the stream it returned. Never raises."""
+    def request_attributes(self, described: Described, provider_name: str) -> dict[str, Any]:
+        """Everything the request says: operation, provider, model, attribution, prefix fingerprint."""
+        body, model = described.body, described.model
+        attributes = attribution(self.defaults)
+        attributes[names.OPERATION] = described.endpoint.operation
+        attributes[names.PROVIDER] = provider_name
+        if isinstance(model, str):
+            attributes[names.REQUEST_MODEL] = model
+        if described.stream:
+            attributes[names.REQUEST_STREAM] = True
+        if body:
+            attributes.update(self.provider.request_attributes(body))
+            if self.fingerprint:
+                parts = self.provider.prefix(body)
+                if parts:
+                    attributes.update(prefix_fingerprint(parts))
+        return attributes
+
+    def returned(self, call: _Call, result: Any) -> Any:
+        """Reads what the call returned, or hooks the stream it returned; returns what the app gets. Never raises."""
         try:
             provider = self.provider
-            if isinstance(result, provider.async_stream_types if is_async else provider.stream_types):
-                self._hook_stream(call, result, is_async)
-            elif provider.raw_response_types and isinstance(result, provider.raw_response_types):
-                call.finish(self._read_raw_response(call, result))
+            if isinstance(result, provider.stream_types):
+                return self._hook_stream(call, result, _Events, _generator)
+            if isinstance(result, provider.async_stream_types):
+                return self._hook_stream(call, result, _AsyncEvents, _async_generator)
+            if provider.raw_response_types and isinstance(result, provider.raw_response_types):
+                self._read_raw_response(call, result)
             else:
                 call.finish(call.endpoint.read_response(result))
         except Exception:
             log_once("could not read the response of an LLM call")
             call.finish(None)
+        return result
 
-    def _read_raw_response(self, call: _Call, raw: Any) -> dict[str, Any] | None:
-        """`with_raw_response`: the body is already read, so decode it ourselves; the app's `parse()` is untouched."""
+    def _read_raw_response(self, call: _Call, raw: Any) -> None:
+        """`with_raw_response`: the body is read, so decode it ourselves; the app's `parse()` is untouched.
+        `with_streaming_response`: the body is not read yet; the call is read when the app parses it."""
         http_response = raw.http_response
-        if not http_response.is_closed or "json" not in http_response.headers.get("content-type", ""):
-            return None
-        return call.endpoint.read_response(http_response.json())
+        if not http_response.is_closed:
+            _unparsed[raw] = (self, call)
+            weakref.finalize(raw, call.finish_stream)
+        elif "json" in http_response.headers.get("content-type", ""):
+            call.finish(call.endpoint.read_response(http_response.json()))
+        else:
+            call.finish(None)
 
-    def _hook_stream(self, call: _Call, stream: Any, is_async: bool) -> None:
+    def _hook_stream(self, call: _Call, stream: Any, events_type: type, generator: Callable) -> Any:
         """Puts a reader between the stream and its events: same object, same semantics for the app."""
         factory = call.endpoint.stream_reader
         call.reader = factory() if factory is not None else None
-        inner = stream._iterator
-        stream._iterator = _read_async_events(inner, call) if is_async else _read_events(inner, call)
-        # A stream that is never iterated never runs our generator's `finally`: end its span when it is dropped.
-        weakref.finalize(stream, call.finish_stream)
-
-
-def _read_events(inner: Iterable[Any], call: _Call):
-    reader = call.reader
-    read = reader.read if reader is not None else None
-    try:
-        for event in inner:
-            if read is not None:
-                try:
-                    read(event)
-                except Exception:
-                    log_once("could not read a stream event")
-                    read = None
-            yield event
-    except GeneratorExit:
-        call.finish_stream()
-        raise
-    except BaseException as exc:
-        call.span.set_attributes(_safe_attributes(call))
-        call.fail(exc)
-        raise
-    call.finish_stream()
-
-
-async def _read_async_events(inner: Any, call: _Call):
-    reader = call.reader
-    read = reader.read if reader is not None else None
-    try:
-        async for event in inner:
-            if read is not None:
-                try:
-                    read(event)
-                except Exception:
-                    log_once("could not read a stream event")
-                    read = None
-            yield event
-    except GeneratorExit:
-        call.finish_stream()
-        raise
-    except BaseException as exc:
-        call.span.set_attributes(_safe_attributes(call))
-        call.fail(exc)
-        raise
-    call.finish_stream()
-
-
-def _safe_attributes(call: _Call) -> dict[str, Any]:
-    """The usage a stream carried before it failed: tokens already billed are still money."""
-    try:
-        return call.reader.attributes() if call.reader is not None else {}
-    except Exception:
-        return {}
+        inner = getattr(stream, "_iterator", None)
+        if inner is None:  # a plain generator: wrap it in one of ours
+            return generator(events_type(stream, call))
+        stream._iterator = events_type(inner, call)
+        return stream

@@ -1,9 +1,9 @@
-"""The `BaseInstrumentor` every SDK shares: wrap the base client's request methods, unwrap them again."""
+"""The `BaseInstrumentor` every SDK shares: wrap the SDK's request methods, unwrap them again."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
@@ -11,34 +11,67 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from .. import __version__
-from .core import Provider, RequestTracer
+from .api import app_tracer
+from .core import Provider, RequestTracer, end_stream_on_close, log_once, read_on_parse
+
+Target = tuple[str, str]  # (module, "Class.method")
 
 
 class SdkInstrumentor(BaseInstrumentor):
-    """Subclasses name the SDK module (`sdk`) and describe it (`provider()`)."""
+    """Subclasses name the methods every API call goes through, and describe the SDK (`provider()`).
 
-    sdk: str
+    `instrument()` takes `tracer_provider` and `prefix_fingerprint` (default: env
+    `OTEL_LLMCOST_PREFIX_FINGERPRINT`, on).
+    """
 
-    def provider(self) -> Provider:
+    sync_requests: tuple[Target, ...] = ()
+    async_requests: tuple[Target, ...] = ()
+    closes: tuple[Target, ...] = ()  # a stream's (or stream helper's) close(): ends the stream's span
+    parses: tuple[Target, ...] = ()  # a raw response's _parse(): reads a `with_streaming_response` call
+
+    def provider(self, **kwargs: Any) -> Provider:
         raise NotImplementedError
 
     def _instrument(self, **kwargs: Any) -> None:
-        tracer = trace.get_tracer(
-            "otel_llmcost", __version__, tracer_provider=kwargs.get("tracer_provider"),
-        )
-        request_tracer = RequestTracer(tracer, self.provider())
-        module = f"{self.sdk}._base_client"
-        wrap_function_wrapper(module, "SyncAPIClient.request", request_tracer.sync_wrapper)
-        wrap_function_wrapper(module, "AsyncAPIClient.request", request_tracer.async_wrapper)
-        self._instrument_more(request_tracer)
+        tracer = trace.get_tracer("otel_llmcost", __version__, tracer_provider=kwargs.get("tracer_provider"))
+        request_tracer = RequestTracer(tracer, self.provider(**kwargs), fingerprint=kwargs.get("prefix_fingerprint"))
+        self._wrapped: list[Target] = []
+        for targets, wrapper in (
+            (self.sync_requests, request_tracer.sync_wrapper),
+            (self.async_requests, request_tracer.async_wrapper),
+            (self.closes, end_stream_on_close),
+            (self.parses, read_on_parse),
+        ):
+            for target in targets:
+                self._wrap(target, wrapper)
+        self._tracer = tracer
+        app_tracer.append(tracer)
+        self._instrument_more()
 
-    def _instrument_more(self, request_tracer: RequestTracer) -> None:
+    def _wrap(self, target: Target, wrapper: Callable) -> None:
+        module, name = target
+        try:
+            wrap_function_wrapper(module, name, wrapper)
+        except (ImportError, AttributeError):  # an older SDK without this class or method
+            return
+        self._wrapped.append(target)
+
+    def _instrument_more(self) -> None:
         """Hook for SDK-specific additions."""
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        base_client = importlib.import_module(f"{self.sdk}._base_client")
-        unwrap(base_client.SyncAPIClient, "request")
-        unwrap(base_client.AsyncAPIClient, "request")
+        for module, name in reversed(getattr(self, "_wrapped", [])):
+            try:
+                owner: Any = importlib.import_module(module)
+                *path, attribute = name.split(".")
+                for part in path:
+                    owner = getattr(owner, part)
+                unwrap(owner, attribute)
+            except Exception:
+                log_once(f"could not unwrap {module}.{name}")
+        self._wrapped = []
+        if getattr(self, "_tracer", None) in app_tracer:
+            app_tracer.remove(self._tracer)
         self._uninstrument_more()
 
     def _uninstrument_more(self) -> None:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, Collection, Mapping
 
 from .. import names
-from .core import Endpoint, Provider, StreamReader, field, positive_int
+from .core import Described, Endpoint, Provider, StreamReader, env_flag, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
 # Hosts of OpenAI-compatible services, so their calls are priced with their own prices.
@@ -30,18 +30,38 @@ KNOWN_HOSTS = {
 }
 
 
+def host_mapping(value: str | None) -> dict[str, str]:
+    """`OTEL_LLMCOST_PROVIDER_HOSTS`: `host=provider` pairs, comma-separated (`llm.internal=vllm,...`)."""
+    mapping = {}
+    for pair in (value or "").split(","):
+        host, _, provider = pair.partition("=")
+        if host.strip() and provider.strip():
+            mapping[host.strip().lower()] = provider.strip()
+    return mapping
+
+
+def _match_host(host: str, table: Mapping[str, str]) -> str | None:
+    for known, provider in table.items():
+        if host == known or host.endswith("." + known):
+            return provider
+    return None
+
+
 @lru_cache(maxsize=256)
 def _provider_for_host(host: str, is_azure: bool) -> str:
-    named = os.environ.get("OTEL_LLMCOST_OPENAI_PROVIDER")
+    """Read once per host: the user's mapping, then Azure, then the user's name for any OpenAI-compatible
+    server (`OTEL_LLMCOST_OPENAI_PROVIDER`), then the known hosts; unknown hosts are `openai`."""
+    host = host.lower()
+    named = _match_host(host, host_mapping(os.environ.get("OTEL_LLMCOST_PROVIDER_HOSTS")))
     if named:
         return named
     if is_azure or host.endswith(".openai.azure.com"):
         return "azure.ai.openai"
-    for known, provider in KNOWN_HOSTS.items():
-        if host == known or host.endswith("." + known):
-            return provider
+    named = os.environ.get("OTEL_LLMCOST_OPENAI_PROVIDER")
+    if named:
+        return named
     # Loopback and unknown hosts: an OpenAI-compatible server; price as OpenAI unless the user names it.
-    return "openai"
+    return _match_host(host, KNOWN_HOSTS) or "openai"
 
 
 def provider_name(client: Any) -> str:
@@ -123,7 +143,7 @@ class ChunkReader(StreamReader):
         self.model = self.response_id = self.tier = self.usage = None
 
     def read(self, chunk: Any) -> None:
-        if self.response_id is None:
+        if not self.response_id:  # Azure's first chunk (prompt_filter_results) has an empty id and model
             self.response_id = field(chunk, "id")
             self.model = field(chunk, "model")
         usage = field(chunk, "usage")
@@ -176,23 +196,89 @@ def endpoint_for(path: str) -> Endpoint | None:
     return ENDPOINTS.get(path)
 
 
-class OpenAIInstrumentor(SdkInstrumentor):
-    """Traces every LLM call made through the `openai` SDK (sync and async, streaming included)."""
+_SYSTEM_ROLES = ("system", "developer")
 
-    sdk = "openai"
+
+def prefix(body: Mapping[str, Any]) -> list[Any]:
+    """The stable prompt prefix: instructions, the leading system/developer messages, the tool definitions."""
+    parts: list[Any] = []
+    instructions = body.get("instructions")  # Responses API
+    if isinstance(instructions, str):
+        parts.append(instructions)
+    messages = body.get("messages")
+    if messages is None:
+        messages = body.get("input")  # Responses API: a string, or a list of items
+    if isinstance(messages, list):
+        for message in messages:
+            if type(message) is not dict or message.get("role") not in _SYSTEM_ROLES:
+                break
+            parts.append(message.get("content"))
+    for key in ("tools", "functions"):
+        tools = body.get(key)
+        if tools:
+            parts.append(tools)
+    return parts
+
+
+_USAGE_STREAM_ENDPOINTS = ("/chat/completions", "/completions")
+
+
+def asking_for_usage(describe: Any) -> Any:
+    """Wraps `describe` so that streamed chat and completion requests ask for the usage report
+    (`stream_options.include_usage`): the stream then ends with one more chunk, with empty `choices`."""
+
+    def describe_and_ask(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described | None:
+        described = describe(wrapped, instance, args, kwargs)
+        if described is not None and described.stream:
+            options = args[1] if len(args) > 1 else kwargs["options"]
+            body = described.body
+            stream_options = body.get("stream_options")
+            if options.url in _USAGE_STREAM_ENDPOINTS and type(body) is dict and (
+                stream_options is None or type(stream_options) is dict and "include_usage" not in stream_options
+            ):
+                options.json_data = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
+        return described
+
+    return describe_and_ask
+
+
+class OpenAIInstrumentor(SdkInstrumentor):
+    """Traces every LLM call made through the `openai` SDK (sync and async, streaming included).
+
+    `instrument(include_usage=True)` (or env `OTEL_LLMCOST_OPENAI_INCLUDE_USAGE=true`) makes streamed chat and
+    completion requests that do not say otherwise ask for `stream_options.include_usage`, so that their cost is
+    known; the application then sees one extra, final chunk with empty `choices` and the `usage`.
+    """
+
+    sync_requests = (("openai._base_client", "SyncAPIClient.request"),)
+    async_requests = (("openai._base_client", "AsyncAPIClient.request"),)
+    closes = (
+        ("openai._streaming", "Stream.close"),
+        ("openai._streaming", "AsyncStream.close"),
+        ("openai.lib.streaming.chat._completions", "ChatCompletionStream.close"),
+        ("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream.close"),
+        ("openai.lib.streaming.responses._responses", "ResponseStream.close"),
+        ("openai.lib.streaming.responses._responses", "AsyncResponseStream.close"),
+    )
+    parses = (("openai._response", "BaseAPIResponse._parse"),)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("openai >= 1.0",)
 
-    def provider(self) -> Provider:
+    def provider(self, **kwargs: Any) -> Provider:
         import openai
         from openai._legacy_response import LegacyAPIResponse
         from openai._response import BaseAPIResponse
 
+        include_usage = kwargs.get("include_usage")
+        if include_usage is None:
+            include_usage = env_flag("OTEL_LLMCOST_OPENAI_INCLUDE_USAGE", False)
+        describe = stainless_describe(endpoint_for)
         return Provider(
-            endpoint_for=endpoint_for,
+            describe=asking_for_usage(describe) if include_usage else describe,
             provider_name=provider_name,
             request_attributes=request_attributes,
+            prefix=prefix,
             stream_types=(openai.Stream,),
             async_stream_types=(openai.AsyncStream,),
             raw_response_types=(LegacyAPIResponse, BaseAPIResponse),

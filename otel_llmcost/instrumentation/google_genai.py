@@ -1,0 +1,126 @@
+"""Google GenAI (`google-genai`, the Gemini Developer API and Vertex AI): endpoint and response readers.
+
+Every `generate_content` call (automatic function calling makes several) goes through
+`Models._generate_content`, every `generate_content_stream` through `Models._generate_content_stream`
+(and their `AsyncModels` twins): those four are wrapped.
+
+Gemini's `prompt_token_count` already includes `cached_content_token_count`, so it is the input as is (plus
+`tool_use_prompt_token_count`, the tool results fed back, billed as input); `candidates_token_count` excludes
+`thoughts_token_count`, so the output is their sum, and the thoughts are the reasoning tokens.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Collection, Mapping
+
+from .. import names
+from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
+from .instrumentor import SdkInstrumentor
+
+
+def provider_name(models: Any) -> str:
+    return "gcp.vertex_ai" if getattr(models._api_client, "vertexai", False) else "gcp.gemini"
+
+
+def usage_attributes(usage: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if usage is None:
+        return attributes
+    prompt = positive_int(field(usage, "prompt_token_count"))
+    tool_prompt = positive_int(field(usage, "tool_use_prompt_token_count")) or 0
+    if prompt is not None:
+        attributes[names.INPUT_TOKENS] = prompt + tool_prompt
+    candidates = positive_int(field(usage, "candidates_token_count"))
+    thoughts = positive_int(field(usage, "thoughts_token_count")) or 0
+    if candidates is not None or thoughts:
+        attributes[names.OUTPUT_TOKENS] = (candidates or 0) + thoughts
+    if thoughts:
+        attributes[names.REASONING_TOKENS] = thoughts
+    cached = positive_int(field(usage, "cached_content_token_count"))
+    if cached:
+        attributes[names.CACHE_READ_TOKENS] = cached
+    return attributes
+
+
+def read_response(response: Any) -> dict[str, Any]:
+    attributes = usage_attributes(field(response, "usage_metadata"))
+    model = field(response, "model_version")
+    if isinstance(model, str):
+        attributes[names.RESPONSE_MODEL] = model
+    response_id = field(response, "response_id")
+    if isinstance(response_id, str):
+        attributes[names.RESPONSE_ID] = response_id
+    return attributes
+
+
+class ChunkReader(StreamReader):
+    """Each streamed `GenerateContentResponse` carries the usage so far; the last one has it all."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = None
+
+    def read(self, chunk: Any) -> None:
+        if field(chunk, "usage_metadata") is not None:
+            self.last = chunk
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = read_response(self.last) if self.last is not None else {}
+        if names.INPUT_TOKENS not in attributes:
+            attributes[names.USAGE_MISSING] = True
+        return attributes
+
+
+GENERATE = Endpoint("generate_content", read_response, ChunkReader)
+
+
+def describe(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described:
+    return Described(GENERATE, kwargs, kwargs.get("model"), wrapped.__name__.endswith("_stream"))
+
+
+def prefix(kwargs: Mapping[str, Any]) -> list[Any]:
+    """The stable prompt prefix: `config.system_instruction` and `config.tools` (a function passed as a tool
+    stands for itself by its qualified name, never by its address)."""
+    config = kwargs.get("config")
+    if config is None:
+        return []
+    parts: list[Any] = []
+    system = field(config, "system_instruction")
+    if system:
+        parts.append(system)
+    tools = field(config, "tools")
+    if tools:
+        parts.append([getattr(tool, "__qualname__", None) or tool if callable(tool) else tool for tool in tools])
+    return parts
+
+
+def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+class GoogleGenAIInstrumentor(SdkInstrumentor):
+    """Traces every `generate_content` / `generate_content_stream` call of `google-genai` (sync and async)."""
+
+    sync_requests = (
+        ("google.genai.models", "Models._generate_content"),
+        ("google.genai.models", "Models._generate_content_stream"),
+    )
+    async_requests = (
+        ("google.genai.models", "AsyncModels._generate_content"),
+        ("google.genai.models", "AsyncModels._generate_content_stream"),
+    )
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("google-genai >= 1.0",)
+
+    def provider(self, **kwargs: Any) -> Provider:
+        return Provider(
+            describe=describe,
+            provider_name=provider_name,
+            request_attributes=request_attributes,
+            prefix=prefix,
+            stream_types=(types.GeneratorType,),
+            async_stream_types=(types.AsyncGeneratorType,),
+        )
