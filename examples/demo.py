@@ -94,7 +94,15 @@ def main() -> int:
         print(f"\nThe rows are in {store}. Ask anything of them with SQL, e.g.:")
         print(f"  {BIN / 'otel-llmcost'} sql \"SELECT provider, response_model, input_tokens, "
               f"cache_read_tokens, cost_usd FROM llm_spans ORDER BY timestamp DESC LIMIT 10\"")
-        print("For dashboards and alerts, point Grafana at a ClickHouse server: see grafana/README.md.")
+        print("\nOpen it in Grafana (dashboards, alert rules, Slack; needs Docker, see grafana/README.md):")
+        print("  docker compose -f grafana/docker-compose.yaml up -d")
+        print("  export OTEL_LLMCOST_STORE='clickhouse://llmcost:llmcost@127.0.0.1:8123/llmcost'")
+        print("  .venv/bin/otel-llmcost collector &")
+        print("  .venv/bin/otel-llmcost simulate --days 14 --scenario spike --budgets   # 14 days of rehearsal history")
+        print("  then http://127.0.0.1:3000/d/llmcost-overview (admin/admin); alert rules at /alerting/list")
+        print("Rehearse the alert rules without Grafana (with a collector running on the store):")
+        print("  .venv/bin/otel-llmcost simulate --days 14 --scenario burn --budgets")
+        print("  .venv/bin/otel-llmcost alerts backtest --from now-3h")
         return 0
     finally:
         for process in reversed(started):

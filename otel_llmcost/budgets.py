@@ -74,8 +74,14 @@ def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str
     if scope == "all":
         value = ""
     elif not value:
-        raise ValueError(f"a {scope} budget needs the {scope} it applies to (--value)")
+        raise ValueError(f"a {scope} budget needs the {scope} it applies to (--scope {scope}=NAME)")
     return scope, value, period
+
+
+def split_scope(text: str) -> tuple[str, str]:
+    """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value)."""
+    scope, _, value = text.partition("=")
+    return scope.strip().lower(), value.strip()
 
 
 def set_budget(store, scope: str, value: str | None, period: str, amount_usd) -> Budget:
@@ -121,7 +127,7 @@ def _open(args: argparse.Namespace):
 def cmd_set(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        budget = set_budget(store, args.scope, args.value, args.period, args.amount)
+        budget = set_budget(store, *split_scope(args.scope), args.period, args.amount)
     except ValueError as exc:
         print(f"otel-llmcost budget: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +141,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        removed = remove_budget(store, args.scope, args.value, args.period)
+        removed = remove_budget(store, *split_scope(args.scope), args.period)
     except ValueError as exc:
         print(f"otel-llmcost budget: {exc}", file=sys.stderr)
         return 2
@@ -164,8 +170,8 @@ def register(subparsers) -> None:
 
     def scope_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--store", help=store_help)
-        q.add_argument("--scope", choices=SCOPES, default="all", help="what the budget covers (default all)")
-        q.add_argument("--value", help="the project, feature or user id (not for scope all)")
+        q.add_argument("--scope", default="all",
+                       help="what the budget covers: all, project=NAME, feature=NAME or user=ID (default all)")
         q.add_argument("--period", choices=PERIODS, default="month", help="day or month, UTC (default month)")
 
     q = sub.add_parser("set", help="set (or replace) a budget")

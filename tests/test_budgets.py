@@ -51,19 +51,19 @@ def test_cli_set_list_remove(store_url, capsys):
                  ["timestamp", "trace_id", "span_id", "service_name", "project", "feature", "user_id", "cost_usd"])
     store.close()
 
-    assert cli.main(["budget", "set", "--store", store_url, "--scope", "project", "--value", "shop",
+    assert cli.main(["budget", "set", "--store", store_url, "--scope", "project=shop",
                      "--period", "day", "--amount", "5"]) == 0
-    assert cli.main(["budget", "set", "--store", store_url, "--scope", "user", "--value", "u2",
+    assert cli.main(["budget", "set", "--store", store_url, "--scope", "user=u2",
                      "--period", "month", "--amount", "1"]) == 0
     assert cli.main(["budget", "set", "--store", store_url, "--scope", "feature", "--period", "day",
-                     "--amount", "5"]) == 2  # a feature budget needs --value
+                     "--amount", "5"]) == 2  # a feature budget needs its feature name
     capsys.readouterr()
     assert cli.main(["budget", "list", "--store", store_url, "--format", "json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["scope"], r["scope_value"], r["period"], r["spent_usd"], r["spent_pct"]) for r in rows] == [
         ("project", "shop", "day", 1.25, 25.0), ("user", "u2", "month", 0.5, 50.0)]
-    assert cli.main(["budget", "remove", "--store", store_url, "--scope", "user", "--value", "u2"]) == 0
-    assert cli.main(["budget", "remove", "--store", store_url, "--scope", "user", "--value", "u2"]) == 1
+    assert cli.main(["budget", "remove", "--store", store_url, "--scope", "user=u2"]) == 0
+    assert cli.main(["budget", "remove", "--store", store_url, "--scope", "user=u2"]) == 1
     capsys.readouterr()
     cli.main(["budget", "list", "--store", store_url, "--format", "json"])
     assert [json.loads(line)["scope"] for line in capsys.readouterr().out.splitlines()] == ["project"]
