@@ -1,0 +1,300 @@
+"""Collector throughput: OTLP receipt -> rows queryable in the embedded store.
+
+The collector runs as it does in production (`python -m otel_llmcost.cli collector --store chdb:///...`,
+a subprocess); the load generator is this process, with the real OTLP exporters (HTTP/protobuf and gRPC),
+sending batches of 512 ReadableSpans (12 gen_ai attributes each) built once and re-sent with fresh trace
+and span ids, from 2 threads so that the collector always has a request to work on. Measured:
+- spans/s: all spans of the run over the wall time from the first export to the last row visible;
+- collector CPU seconds per 10k spans (utime+stime of the collector process, /proc/<pid>/stat) and the
+  spans per CPU-second that follow (what one core would do, whatever the load generator costs);
+- peak RSS of the collector (VmHWM);
+- end-to-end latency, sampled: span end (stamped just before export) -> its row returned by a query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .common import ROOT, log, median, percentile, table
+
+BATCH = 512
+_SEEDS = itertools.count(1000)  # every worker its own ids: a re-sent id would be dropped as a duplicate
+TICKS = os.sysconf("SC_CLK_TCK")
+
+MODELS = [  # (provider, request model, response model, weight)
+    ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", 40),
+    ("openai", "gpt-4.1", "gpt-4.1-2025-04-14", 15),
+    ("openai", "o3-mini", "o3-mini-2025-01-31", 5),
+    ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", 25),
+    ("anthropic", "claude-3-5-haiku-latest", "claude-3-5-haiku-20241022", 10),
+    ("gcp.gemini", "gemini-2.5-pro", "gemini-2.5-pro", 5),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of stat)
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class CollectorProcess:
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = store_dir.parent / "collector.log"
+
+    def start(self) -> "CollectorProcess":
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otel_llmcost.cli", "collector", "--store", f"chdb://{self.store_dir}",
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "OTEL_LLMCOST_LOG_LEVEL": "WARNING"},
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collector exited early: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/llmcost/v1/health", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("collector did not start")
+
+    def query(self, sql: str) -> list:
+        from otel_llmcost.store import RemoteStore
+
+        return RemoteStore(f"chdb://{self.store_dir}", self.endpoint).query(sql).rows
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def build_batch(rng: random.Random):
+    """512 ReadableSpans of LLM calls, 12 gen_ai/attribution attributes each."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    resource = Resource.create({"service.name": "bench-app", "service.version": "1.0", "deployment.environment": "bench"})
+    scope = InstrumentationScope("otel_llmcost", "0.1.0")
+    weights = [m[3] for m in MODELS]
+    now = time.time_ns()
+    spans = []
+    for i in range(BATCH):
+        provider, request_model, response_model, _ = rng.choices(MODELS, weights)[0]
+        input_tokens = rng.randint(50, 20000)
+        attributes = {
+            "gen_ai.provider.name": provider,
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": request_model,
+            "gen_ai.response.model": response_model,
+            "gen_ai.response.id": f"resp_{i:06d}",
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": rng.randint(10, 2000),
+            "gen_ai.usage.cache_read.input_tokens": rng.choice([0, 0, input_tokens // 2]),
+            "gen_ai.usage.reasoning.output_tokens": rng.choice([0, 0, 0, 128]),
+            "llmcost.project": rng.choice(["checkout", "search", "support", "internal"]),
+            "llmcost.feature": rng.choice(["summarize", "classify", "chat", "extract", "rerank"]),
+            "user.id": f"user-{rng.randint(1, 5000)}",
+        }
+        context = SpanContext(rng.getrandbits(128), rng.getrandbits(64), False, TraceFlags(1))
+        spans.append(ReadableSpan(
+            name=f"chat {request_model}", context=context, parent=None, resource=resource,
+            attributes=attributes, kind=SpanKind.CLIENT, start_time=now - 900_000_000, end_time=now,
+            instrumentation_scope=scope,
+        ))
+    return spans
+
+
+def refresh(spans, rng: random.Random, end_ns: int | None = None) -> None:
+    """Fresh trace and span ids (and, when given, a fresh end time) for a batch about to be re-sent."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    for span in spans:
+        span._context = SpanContext(rng.getrandbits(128), rng.getrandbits(64), False, TraceFlags(1))  # noqa: SLF001
+        if end_ns is not None:
+            span._end_time = end_ns  # noqa: SLF001
+            span._start_time = end_ns - 900_000_000  # noqa: SLF001
+
+
+def make_exporter(protocol: str, collector: CollectorProcess):
+    if protocol == "http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=f"{collector.endpoint}/v1/traces", timeout=60)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=f"127.0.0.1:{collector.grpc_port}", insecure=True, timeout=60)
+
+
+def load(protocol: str, collector: CollectorProcess, batches: int, threads: int = 2) -> dict:
+    """Sends `batches` batches from `threads` threads; returns throughput, CPU, RSS and latency figures."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    before = collector.query("SELECT count() FROM llm_spans")[0][0]
+    per_thread = [batches // threads + (1 if i < batches % threads else 0) for i in range(threads)]
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    every = max(2, min(10, per_thread[0] // 3))
+    pending: list[tuple[str, int]] = []  # (span id, end ns) of sampled spans not yet seen in the store
+    done = threading.Event()
+
+    def worker(index: int, count: int) -> None:
+        rng = random.Random(next(_SEEDS))
+        spans = build_batch(rng)
+        exporter = make_exporter(protocol, collector)
+        try:
+            for b in range(count):
+                sample = b % every == every // 2
+                end_ns = time.time_ns() if sample else None
+                refresh(spans, rng, end_ns)
+                if exporter.export(spans) != SpanExportResult.SUCCESS:
+                    with lock:
+                        failures[0] += 1
+                elif sample:
+                    with lock:
+                        pending.append((format(spans[-1].context.span_id, "016x"), end_ns))
+        finally:
+            exporter.shutdown()
+
+    def probe() -> None:
+        """Polls for the sampled spans' rows (every 20 ms, one query for all pending) while the load runs."""
+        give_up = None
+        while True:
+            with lock:
+                waiting = list(pending)
+            if not waiting:
+                if done.is_set():
+                    return
+                time.sleep(0.02)
+                continue
+            ids = ",".join(f"'{sid}'" for sid, _ in waiting)
+            seen = {r[0] for r in collector.query(f"SELECT span_id FROM llm_spans WHERE span_id IN ({ids})")}
+            now = time.time_ns()
+            with lock:
+                for sid, end_ns in waiting:
+                    if sid in seen:
+                        latencies.append((now - end_ns) / 1e6)
+                        pending.remove((sid, end_ns))
+            if done.is_set():
+                give_up = give_up or time.monotonic() + 60
+                if time.monotonic() > give_up:
+                    log(f"collector: {len(pending)} sampled spans not visible 60 s after the load")
+                    return
+            time.sleep(0.02)
+
+    pid = collector.process.pid
+    cpu0 = proc_cpu_seconds(pid)
+    gen0 = time.process_time()
+    t0 = time.monotonic()
+    pool = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate(per_thread)]
+    prober = threading.Thread(target=probe)
+    for t in pool + [prober]:
+        t.start()
+    for t in pool:
+        t.join()
+    done.set()
+    expected = before + (batches - failures[0]) * BATCH
+    deadline = time.monotonic() + 120
+    stored = before
+    while time.monotonic() < deadline:
+        stored = collector.query("SELECT count() FROM llm_spans")[0][0]
+        if stored >= expected:
+            break
+        time.sleep(0.02)
+    wall = time.monotonic() - t0
+    cpu = proc_cpu_seconds(pid) - cpu0
+    generator_cpu = time.process_time() - gen0
+    prober.join()
+    spans = stored - before
+    return {
+        "spans": spans, "failed_batches": failures[0], "wall": wall, "spans_per_s": spans / wall if wall else 0,
+        "cpu_per_10k": cpu / spans * 10_000 if spans else float("nan"),
+        "spans_per_cpu_s": spans / cpu if cpu else float("nan"),
+        "generator_cpu_per_10k": generator_cpu / spans * 10_000 if spans else float("nan"),
+        "latencies": latencies, "rss_peak_mib": proc_status_kib(pid, "VmHWM") / 1024,
+    }
+
+
+def run(rounds: int = 5, quick: bool = False) -> str:
+    batches = 4 if quick else 60
+    rounds = 1 if quick else max(1, min(rounds, 3))
+    protocols = ("http", "grpc")
+    results: dict[str, list[dict]] = {p: [] for p in protocols}
+    base = Path(tempfile.mkdtemp(prefix="llmcost-bench-collector-"))
+    collector = CollectorProcess(base / "store").start()
+    try:
+        for protocol in protocols:  # warm-up: connections, price look-ups, first parts
+            load(protocol, collector, 2)
+        for r in range(rounds):
+            for protocol in protocols:
+                log(f"collector round {r + 1}/{rounds}: {protocol}, {batches} x {BATCH} spans")
+                results[protocol].append(load(protocol, collector, batches))
+        rss = proc_status_kib(collector.process.pid, "VmHWM") / 1024
+    finally:
+        collector.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    rows = []
+    for protocol in protocols:
+        rs = results[protocol]
+        lat = [x for r in rs for x in r["latencies"]]
+        rows.append([
+            {"http": "OTLP/HTTP protobuf", "grpc": "OTLP/gRPC"}[protocol],
+            f"{median(r['spans_per_s'] for r in rs):,.0f} ({min(r['spans_per_s'] for r in rs):,.0f}…{max(r['spans_per_s'] for r in rs):,.0f})",
+            f"{median(r['cpu_per_10k'] for r in rs):.2f}",
+            f"{median(r['spans_per_cpu_s'] for r in rs):,.0f}",
+            f"{percentile(lat, 0.5):.0f} / {percentile(lat, 0.95):.0f} / {max(lat) if lat else float('nan'):.0f} (n={len(lat)})",
+            f"{median(r['generator_cpu_per_10k'] for r in rs):.2f}",
+            f"{sum(r['failed_batches'] for r in rs)}",
+        ])
+    header = ["protocol", "spans/s end to end (min…max)", "collector CPU s per 10k spans",
+              "spans per collector CPU-second", "latency span end → row visible, ms p50 / p95 / max", "load generator CPU s per 10k spans", "failed batches"]
+    notes = (f"\n\nEmbedded store (chDB), one collector process; {rounds} round(s) of {batches} batches × {BATCH} "
+             f"spans per protocol, interleaved, from 2 exporter threads in one load-generator process (which "
+             f"competes for the same 2 cores). Peak RSS of the collector over the whole run: {rss:,.0f} MiB. "
+             f"Latency sampled on every 10th batch of each thread (every 2nd with --quick), polled every 20 ms by a probe thread: the batch's spans end just before the export; "
+             f"visible = a query through the collector's query endpoint returns the last span's row. "
+             f"ClickHouse-server backend: not measured (no modern ClickHouse server can be had on this machine: "
+             f"no network, and Debian's clickhouse-server is 18.x).")
+    return table(header, rows) + notes
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))

@@ -1,0 +1,211 @@
+"""One round of the instrumentation benchmark for one variant, in whichever venv runs it.
+
+    python -m bench.instr_worker VARIANT N_PLAIN N_STREAM CHUNKS_SMALL CHUNKS_LARGE [memory CALLS]
+
+Prints one JSON line: microseconds per call of each scenario (median of 3 timed loops after a warm-up).
+Standard library, the SDKs and OpenTelemetry only: it runs in the peers' venvs, where otel_llmcost is absent.
+VARIANT: bare, ours, native (anthropic's own spans), contrib, openllmetry, openlit.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+
+VARIANT = sys.argv[1]
+# Every variant but `native` (and `ours`, which suppresses the SDK's span inside its own) runs with the
+# Anthropic SDK's own tracing off, so that a row measures one instrumentation. Must be set before the SDK reads it.
+if VARIANT not in ("native", "ours"):
+    os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"
+os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
+os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
+
+from bench import canned  # noqa: E402
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def setup_tracing(variant: str):
+    """A real TracerProvider with a BatchSpanProcessor in front of an exporter that discards."""
+    if variant == "bare":
+        return None, None
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        exported = 0
+
+        def export(self, spans):
+            Discard.exported += len(spans)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    if variant == "openlit":
+        import openlit
+
+        # openlit reuses a global SDK TracerProvider it finds; its defaults otherwise (message content captured).
+        # No metrics or events; its price-list fetch (no network here) happens in init, before timing starts.
+        trace.set_tracer_provider(provider)
+        # Its price list comes from a local file (the default fetches one from the internet, which is not reached).
+        pricing = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openlit_pricing.json")
+        openlit.init(disable_metrics=True, disable_events=True, collect_gpu_stats=False, pricing_json=pricing)
+        return provider, Discard
+    trace.set_tracer_provider(provider)  # what opentelemetry-instrument does; anthropic's native spans use it
+    if variant == "ours":
+        from otel_llmcost.instrumentation.anthropic import AnthropicInstrumentor
+        from otel_llmcost.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+        AnthropicInstrumentor().instrument(tracer_provider=provider)
+    elif variant == "contrib":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif variant == "openllmetry":
+        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+        AnthropicInstrumentor().instrument(tracer_provider=provider)
+    elif variant != "native":
+        raise SystemExit(f"unknown variant {variant}")
+    return provider, Discard
+
+
+def make_clients(chunks: int):
+    import anthropic
+    import httpx2
+    import openai
+
+    bodies = {
+        ("openai", False): canned.openai_chat(),
+        ("openai", True): canned.openai_stream(chunks),
+        ("anthropic", False): canned.anthropic_message(),
+        ("anthropic", True): canned.anthropic_stream(chunks),
+    }
+
+    def handler(request):
+        body = request.content
+        stream = b'"stream":true' in body or b'"stream": true' in body
+        kind = "anthropic" if request.url.path.endswith("/messages") else "openai"
+        content_type = "text/event-stream" if stream else "application/json"
+        return httpx2.Response(200, headers={"content-type": content_type}, content=bodies[(kind, stream)])
+
+    transport = httpx2.MockTransport(handler)
+    oai = openai.OpenAI(api_key="sk-bench", base_url="https://api.openai.com/v1", max_retries=0,
+                        http_client=httpx2.Client(transport=transport))
+    ant = anthropic.Anthropic(api_key="sk-ant-bench", base_url="https://api.anthropic.com", max_retries=0,
+                              http_client=httpx2.Client(transport=transport))
+    return oai, ant
+
+
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Capital of France?"}]
+
+
+def scenarios(oai, ant):
+    def openai_chat():
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    def openai_stream():
+        for _ in oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                             stream_options={"include_usage": True}):
+            pass
+
+    def anthropic_messages():
+        ant.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:])
+
+    def anthropic_stream():
+        for _ in ant.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:], stream=True):
+            pass
+
+    return {"openai_chat": openai_chat, "openai_stream": openai_stream,
+            "anthropic_messages": anthropic_messages, "anthropic_stream": anthropic_stream}
+
+
+def time_per_call(fn, n: int, loops: int = 3) -> float:
+    """CPU microseconds per call (all threads of the process: the span processor's export thread counts),
+    which, unlike wall time, does not count the time the process waits for a core another process holds."""
+    for _ in range(max(n // 10, 20)):  # warm-up
+        fn()
+    results = []
+    for _ in range(loops):
+        gc.collect()
+        start = time.process_time_ns()
+        for _ in range(n):
+            fn()
+        results.append((time.process_time_ns() - start) / n / 1000)
+    return statistics.median(results)
+
+
+def floor(n: int) -> dict:
+    """The OpenTelemetry SDK's own price of one span through a BatchSpanProcessor: no SDK call, no instrumentation."""
+    from opentelemetry.trace import SpanKind
+
+    provider, exporter = setup_tracing("native")
+    tracer = provider.get_tracer("floor")
+    attributes = {f"gen_ai.attribute.{i}": (i if i % 2 else f"value-{i}") for i in range(16)}
+    out = {
+        "floor_16": time_per_call(lambda: tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT,
+                                                             attributes=attributes).end(), n * 10),
+        "floor_0": time_per_call(lambda: tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT).end(), n * 10),
+    }
+    provider.force_flush()
+    return out
+
+
+def main() -> None:
+    n_plain, n_stream, small, large = (int(x) for x in sys.argv[2:6])
+    if VARIANT == "floor":
+        print(json.dumps({"variant": "floor", **floor(n_plain)}), flush=True)
+        return
+    provider, exporter = setup_tracing(VARIANT)
+    out: dict = {"variant": VARIANT}
+    if len(sys.argv) > 6 and sys.argv[6] == "memory":
+        calls = int(sys.argv[7])
+        oai, ant = make_clients(small)
+        fns = list(scenarios(oai, ant).values())
+        samples = {}
+        marks = {calls // 10, calls // 4, calls // 2, 3 * calls // 4, calls}
+        for i in range(1, calls + 1):
+            fns[i % 4]()
+            if i in marks or i == 1000:
+                if provider is not None:
+                    provider.force_flush()  # spans waiting in the processor's queue are not a leak
+                gc.collect()
+                samples[i] = rss_kib()
+        out["rss_kib"] = samples
+    else:
+        for chunks, names in ((small, None), (large, ("openai_stream", "anthropic_stream"))):
+            oai, ant = make_clients(chunks)
+            for name, fn in scenarios(oai, ant).items():
+                if names is not None and name not in names:
+                    continue
+                stream = name.endswith("stream")
+                key = f"{name}_{chunks}" if stream else name
+                out[key] = time_per_call(fn, n_stream if stream else n_plain)
+    if provider is not None:
+        provider.force_flush()
+        out["spans_exported"] = exporter.exported
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

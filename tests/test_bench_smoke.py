@@ -1,0 +1,43 @@
+"""The benchmarks run (tiny sizes, no timing thresholds): each `python -m bench NAME --quick` prints its table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("pricing", "spans/s"),
+    ("memory", "RSS MiB after"),
+    ("collector", "OTLP/gRPC"),
+    ("queries", "CLI `report --since 24h`"),
+])
+def test_bench_quick(name, expect):
+    out = bench(name, "--quick")
+    assert f"## {name}" in out and expect in out
+    assert "| --- " not in out  # a markdown table was printed
+    assert "|---|" in out
+
+
+def test_instrumentation_worker_ours():
+    """One round of the instrumentation benchmark for our instrumentor (the peers need their own venvs)."""
+    result = subprocess.run([sys.executable, "-m", "bench.instr_worker", "ours", "5", "3", "2", "4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("openai_chat", "openai_stream_2", "openai_stream_4", "anthropic_messages", "anthropic_stream_4"):
+        assert out[key] > 0
+    assert out["spans_exported"] > 0
