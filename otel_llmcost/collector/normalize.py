@@ -29,7 +29,6 @@ used; the row stores zero tokens and zero cost, and the price of that usage as `
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -73,38 +72,87 @@ PROMOTED = set(PROVIDER_KEYS + OPERATION_KEYS + REQUEST_MODEL_KEYS + RESPONSE_MO
 
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
+# Every spelling -> (fact, rank, is_count, promoted, is_usage): lets one pass over a span's attributes find
+# each fact at its most specific spelling (rank 0 is the first of its spellings above). Facts read from a single
+# name have one spelling. Text facts are kept as text, counts as sent (`count_of` reads them, noting odd ones).
+FACT_SPELLINGS = {
+    "provider": PROVIDER_KEYS, "operation": OPERATION_KEYS, "request_model": REQUEST_MODEL_KEYS,
+    "response_model": RESPONSE_MODEL_KEYS, "response_id": RESPONSE_ID_KEYS, "input": INPUT_KEYS,
+    "output": OUTPUT_KEYS, "cache_read": CACHE_READ_KEYS, "cache_write": CACHE_WRITE_KEYS,
+    "cache_write_1h": CACHE_WRITE_1H_KEYS, "reasoning": REASONING_KEYS, "web_searches": WEB_SEARCH_KEYS,
+    "service_tier": SERVICE_TIER_KEYS, "cache_hit_kind": (names.CACHE_HIT_KIND,),
+    "cache_hit_input": (names.CACHE_HIT_INPUT_TOKENS,), "cache_hit_output": (names.CACHE_HIT_OUTPUT_TOKENS,),
+    "error_type": (names.ERROR_TYPE,), "project": (names.PROJECT,), "feature": (names.FEATURE,),
+    "user_id": (names.USER_ID,), "prefix_hash": (names.PREFIX_HASH,), "prefix_length": (names.PREFIX_LENGTH,),
+}
+COUNT_FACTS = {"input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning", "web_searches",
+               "cache_hit_input", "cache_hit_output", "prefix_length"}
+SPELLINGS: dict[str, tuple[str, int, bool, bool, bool]] = {}
+for _fact, _keys in FACT_SPELLINGS.items():
+    for _rank, _key in enumerate(_keys):
+        assert _key not in SPELLINGS, f"{_key} spells two facts"
+        SPELLINGS[_key] = (_fact, _rank, _fact in COUNT_FACTS, _key in PROMOTED, _key in USAGE_KEYS)
+assert PROMOTED <= SPELLINGS.keys(), "a promoted attribute must be read as a fact"
 
-@dataclass
+# Value kinds read straight off the protobuf; arrays, key-value lists and bytes go through `any_value`.
+SCALAR_KINDS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+
 class Call:
-    """One LLM call, normalized: what the row of `llm_spans` is made of, before pricing."""
+    """One LLM call, normalized: what the row of `llm_spans` is made of, before pricing.
+    (A plain class with slots: one is made per span.)"""
 
-    timestamp_ns: int
-    duration_ms: float
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    service_name: str
-    span_name: str
-    scope_name: str
-    provider: str
-    operation: str
-    request_model: str
-    response_model: str
-    response_id: str
-    status_code: str
-    error_type: str
-    usage: PricedUsage
-    has_usage: bool
-    service_tier: str
-    project: str
-    feature: str
-    user_id: str
-    attributes: dict[str, str]
-    resource_attributes: dict[str, str]
-    prefix_hash: str = ""
-    prefix_length: int = 0
-    notes: list[str] = field(default_factory=list)
-    cache_hit_kind: str = ""  # an application-level cache hit: no call made; `usage` is what it avoided
+    __slots__ = ("timestamp_ns", "duration_ms", "trace_id", "span_id", "parent_span_id", "service_name",
+                 "span_name", "scope_name", "provider", "operation", "request_model", "response_model",
+                 "response_id", "status_code", "error_type", "usage", "has_usage", "service_tier", "project",
+                 "feature", "user_id", "attributes", "resource_attributes", "prefix_hash", "prefix_length",
+                 "notes", "cache_hit_kind")
+
+    def __init__(self, timestamp_ns: int, duration_ms: float, trace_id: str, span_id: str, parent_span_id: str,
+                 service_name: str, span_name: str, scope_name: str, provider: str, operation: str,
+                 request_model: str, response_model: str, response_id: str, status_code: str, error_type: str,
+                 usage: PricedUsage, has_usage: bool, service_tier: str, project: str, feature: str,
+                 user_id: str, attributes: dict[str, str], resource_attributes: dict[str, str],
+                 prefix_hash: str = "", prefix_length: int = 0, notes: list[str] | None = None,
+                 cache_hit_kind: str = "") -> None:
+        self.timestamp_ns = timestamp_ns
+        self.duration_ms = duration_ms
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.service_name = service_name
+        self.span_name = span_name
+        self.scope_name = scope_name
+        self.provider = provider
+        self.operation = operation
+        self.request_model = request_model
+        self.response_model = response_model
+        self.response_id = response_id
+        self.status_code = status_code
+        self.error_type = error_type
+        self.usage = usage
+        self.has_usage = has_usage
+        self.service_tier = service_tier
+        self.project = project
+        self.feature = feature
+        self.user_id = user_id
+        self.attributes = attributes
+        self.resource_attributes = resource_attributes
+        self.prefix_hash = prefix_hash
+        self.prefix_length = prefix_length
+        self.notes = [] if notes is None else notes
+        # An application-level cache hit: no call made; `usage` is what it avoided.
+        self.cache_hit_kind = cache_hit_kind
+
+    def __repr__(self) -> str:
+        return f"Call({', '.join(f'{name}={getattr(self, name)!r}' for name in self.__slots__)})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Call:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     @property
     def model(self) -> str:
@@ -148,7 +196,13 @@ def first(attributes: dict[str, Any], keys: Iterable[str]) -> Any:
 
 def token_count(attributes: dict[str, Any], keys: Iterable[str], notes: list[str]) -> int:
     """A token count; odd values (negative, fractional, text) are noted and read as well as they can be."""
-    value = first(attributes, keys)
+    return count_of(first(attributes, keys), notes)
+
+
+def count_of(value: Any, notes: list[str]) -> int:
+    """`token_count` of a value already found."""
+    if type(value) is int and value >= 0:
+        return value
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -167,40 +221,80 @@ def token_count(attributes: dict[str, Any], keys: Iterable[str], notes: list[str
     return int(number)
 
 
-def is_llm_span(attributes: dict[str, Any]) -> bool:
-    if any(key in attributes for key in USAGE_KEYS) or names.CACHE_HIT_KIND in attributes:
-        return True
-    operation = first(attributes, OPERATION_KEYS)
-    return operation in LLM_OPERATIONS and first(attributes, PROVIDER_KEYS) is not None
+def attributes_of(key_values: Any) -> dict[str, Any]:
+    """OTLP key-values as a dict (the last of a repeated key wins); scalars read directly, the hot path."""
+    attributes: dict[str, Any] = {}
+    scalar = SCALAR_KINDS
+    for kv in key_values:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        attributes[kv.key] = getattr(value, kind) if kind in scalar else any_value(value)
+    return attributes
+
+
+def facts_of(attributes: dict[str, Any]) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
+    """In one pass: each fact's value (its most specific spelling that has a value), whether the span names
+    token usage or an application cache hit (by name, even without a value), and the attributes that are not
+    promoted to columns, as text."""
+    facts: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    names_usage = names_cache_hit = False
+    rest: dict[str, str] = {}
+    spellings = SPELLINGS
+    for key, value in attributes.items():
+        spelling = spellings.get(key)
+        if spelling is None:
+            rest[key] = value if type(value) is str else as_text(value)
+            continue
+        fact, rank, is_count, promoted, is_usage = spelling
+        if not promoted:
+            rest[key] = value if type(value) is str else as_text(value)
+        if is_usage:
+            names_usage = True
+        elif key == names.CACHE_HIT_KIND:
+            names_cache_hit = True
+        if value is None:
+            continue
+        if rank and ranks.get(fact, rank) < rank:
+            continue  # a more specific spelling was already found
+        facts[fact] = value if is_count or type(value) is str else as_text(value)
+        ranks[fact] = rank
+    return facts, names_usage, names_cache_hit, rest
 
 
 def calls_in(request: ExportTraceServiceRequest) -> Iterator[Call]:
     """Every LLM call an OTLP export request describes; other spans are skipped."""
     for resource_spans in request.resource_spans:
-        resource = {kv.key: any_value(kv.value) for kv in resource_spans.resource.attributes}
+        resource = attributes_of(resource_spans.resource.attributes)
         service_name = as_text(resource.get("service.name")) or "unknown_service"
         resource_text = {key: as_text(value) for key, value in resource.items()}
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
-                attributes = {kv.key: any_value(kv.value) for kv in span.attributes}
-                if not is_llm_span(attributes):
+                facts, names_usage, names_cache_hit, rest = facts_of(attributes_of(span.attributes))
+                if not is_llm_call(facts, names_usage, names_cache_hit):
                     continue
-                yield to_call(span, attributes, service_name, scope_name, resource_text)
+                yield to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text)
 
 
-def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name: str,
-            resource: dict[str, str]) -> Call:
+def is_llm_call(facts: dict[str, Any], names_usage: bool, names_cache_hit: bool) -> bool:
+    """Token usage or a cache hit, or an LLM operation of a provider; not an agent or tool span."""
+    return names_usage or names_cache_hit or (facts.get("operation") in LLM_OPERATIONS and "provider" in facts)
+
+
+def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str, str], service_name: str,
+            scope_name: str, resource: dict[str, str]) -> Call:
     notes: list[str] = []
-    cache_hit_kind = as_text(attributes.get(names.CACHE_HIT_KIND))
+    get = facts.get
+    cache_hit_kind = get("cache_hit_kind", "")
     if cache_hit_kind:
         # What the avoided call would have used: priced as the savings, never as a cost.
-        usage = PricedUsage(input_tokens=token_count(attributes, (names.CACHE_HIT_INPUT_TOKENS,), notes),
-                            output_tokens=token_count(attributes, (names.CACHE_HIT_OUTPUT_TOKENS,), notes))
+        usage = PricedUsage(input_tokens=count_of(get("cache_hit_input"), notes),
+                            output_tokens=count_of(get("cache_hit_output"), notes))
         has_usage = True
     else:
-        usage = usage_of(attributes, scope_name, notes)
-        has_usage = any(key in attributes for key in USAGE_KEYS)
+        usage = usage_of(facts, scope_name, notes)
+        has_usage = names_usage
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     return Call(
         timestamp_ns=start,
@@ -211,32 +305,33 @@ def to_call(span: Any, attributes: dict[str, Any], service_name: str, scope_name
         service_name=service_name,
         span_name=span.name,
         scope_name=scope_name,
-        provider=as_text(first(attributes, PROVIDER_KEYS)).lower(),
-        operation=as_text(first(attributes, OPERATION_KEYS)),
-        request_model=as_text(first(attributes, REQUEST_MODEL_KEYS)),
-        response_model=as_text(first(attributes, RESPONSE_MODEL_KEYS)),
-        response_id=as_text(first(attributes, RESPONSE_ID_KEYS)),
+        provider=get("provider", "").lower(),
+        operation=get("operation", ""),
+        request_model=get("request_model", ""),
+        response_model=get("response_model", ""),
+        response_id=get("response_id", ""),
         status_code=STATUS_NAMES.get(span.status.code, "UNSET"),
-        error_type=as_text(attributes.get(names.ERROR_TYPE)),
+        error_type=get("error_type", ""),
         usage=usage,
         has_usage=has_usage,
-        service_tier=as_text(first(attributes, SERVICE_TIER_KEYS)),
-        project=as_text(attributes.get(names.PROJECT)),
-        feature=as_text(attributes.get(names.FEATURE)),
-        user_id=as_text(attributes.get(names.USER_ID)),
-        attributes={key: as_text(value) for key, value in attributes.items() if key not in PROMOTED},
+        service_tier=get("service_tier", ""),
+        project=get("project", ""),
+        feature=get("feature", ""),
+        user_id=get("user_id", ""),
+        attributes=rest,
         resource_attributes=resource,
-        prefix_hash=as_text(attributes.get(names.PREFIX_HASH)),
-        prefix_length=token_count(attributes, (names.PREFIX_LENGTH,), notes),
+        prefix_hash=get("prefix_hash", ""),
+        prefix_length=count_of(get("prefix_length"), notes),
         notes=notes,
         cache_hit_kind=cache_hit_kind,
     )
 
 
-def usage_of(attributes: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:
-    input_tokens = token_count(attributes, INPUT_KEYS, notes)
-    cache_read = token_count(attributes, CACHE_READ_KEYS, notes)
-    cache_write = token_count(attributes, CACHE_WRITE_KEYS, notes)
+def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:
+    get = facts.get
+    input_tokens = count_of(get("input"), notes)
+    cache_read = count_of(get("cache_read"), notes)
+    cache_write = count_of(get("cache_write"), notes)
     if cache_read + cache_write and scope_name.startswith(INPUT_EXCLUDES_CACHE_SCOPES):
         input_tokens += cache_read + cache_write  # known to report Anthropic's raw input (cache excluded)
     elif cache_read + cache_write > input_tokens:
@@ -245,12 +340,12 @@ def usage_of(attributes: dict[str, Any], scope_name: str, notes: list[str]) -> P
         input_tokens += cache_read + cache_write
     return PricedUsage(
         input_tokens=input_tokens,
-        output_tokens=token_count(attributes, OUTPUT_KEYS, notes),
+        output_tokens=count_of(get("output"), notes),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
-        cache_write_1h_tokens=min(token_count(attributes, CACHE_WRITE_1H_KEYS, notes), cache_write),
-        reasoning_tokens=token_count(attributes, REASONING_KEYS, notes),
-        web_searches=token_count(attributes, WEB_SEARCH_KEYS, notes),
+        cache_write_1h_tokens=min(count_of(get("cache_write_1h"), notes), cache_write),
+        reasoning_tokens=count_of(get("reasoning"), notes),
+        web_searches=count_of(get("web_searches"), notes),
     )
 
 

@@ -8,6 +8,7 @@ deduplication token derived from its spool offsets, retrying while the store is 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -84,45 +85,45 @@ class Stats:
 
 class RecentCalls:
     """Keys of the calls stored lately, so that a re-sent span, or a second span describing the same
-    response, is not counted twice. Bounded; the table's ReplacingMergeTree key is the backstop."""
+    response, is not counted twice. Bounded; the table's ReplacingMergeTree key is the backstop.
+    A key is one string: trace id + span id (48 hex digits), or trace id + "/" + response id."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self.keys: OrderedDict[tuple, None] = OrderedDict()
+        self.keys: OrderedDict[str, None] = OrderedDict()
 
     @staticmethod
-    def keys_of(call: Call) -> list[tuple]:
-        keys = [("span", call.trace_id, call.span_id)]
-        if call.response_id:
-            keys.append(("response", call.trace_id, call.response_id))
-        return keys
+    def span_key(trace_id: str, span_id: str) -> str:
+        return trace_id + span_id
 
-    def fresh(self, items: list[tuple[Call, Any]]) -> list[tuple[Call, Any]]:
-        """The items whose call was not stored lately, nor already met earlier in `items`."""
-        kept, batch, keys = [], set(), self.keys
+    @staticmethod
+    def response_key(trace_id: str, response_id: str) -> str:
+        return trace_id + "/" + response_id  # a span key has no "/": the two kinds never meet
+
+    def take(self, items: list[tuple[Call, Any]]) -> tuple[list[tuple[Call, Any]], list[Call]]:
+        """The items whose call was not stored lately, nor already met earlier in `items` (remembered from now
+        on), and the calls left out."""
+        kept, left_out, keys = [], [], self.keys
+        batch: dict[str, None] = {}  # (a dict: remembered in the order met)
         for item in items:
             call = item[0]
-            span_key = ("span", call.trace_id, call.span_id)
+            span_key = call.trace_id + call.span_id  # span_key(), inlined: once per span
             if span_key in keys or span_key in batch:
+                left_out.append(call)
                 continue
             if call.response_id:
-                response_key = ("response", call.trace_id, call.response_id)
+                response_key = call.trace_id + "/" + call.response_id  # response_key()
                 if response_key in keys or response_key in batch:
+                    left_out.append(call)
                     continue
-                batch.add(response_key)
-            batch.add(span_key)
+                batch[response_key] = None
+            batch[span_key] = None
             kept.append(item)
-        return kept
+        self.remember_keys(batch)
+        return kept, left_out
 
-    def remember(self, calls: list[Call]) -> None:
-        for call in calls:
-            for key in self.keys_of(call):
-                self.keys[key] = None
-        self._trim()
-
-    def remember_keys(self, keys: list[tuple]) -> None:
-        for key in keys:
-            self.keys[key] = None
+    def remember_keys(self, keys) -> None:
+        self.keys.update(dict.fromkeys(keys))
         self._trim()
 
     def _trim(self) -> None:
@@ -166,10 +167,8 @@ class Pipeline:
             items = [item for item in items if (item[0].trace_id, item[0].span_id) not in skip]
         recent = recent if recent is not None else self.recent
         with self.lock:
-            fresh = recent.fresh(items)
-            recent.remember([call for call, _ in fresh])
-        kept = {id(call) for call, _ in fresh}
-        skipped = [(call.trace_id, call.span_id) for call, _ in items if id(call) not in kept]
+            fresh, left_out = recent.take(items)
+        skipped = [(call.trace_id, call.span_id) for call in left_out]
         self.stats_.add(llm_spans=len(calls), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
                         spans_duplicate=len(calls) - len(fresh))
         return [r for _, r in fresh], skipped
@@ -177,7 +176,8 @@ class Pipeline:
     def write(self, rows: list[tuple], dedup_token: str | None = None) -> None:
         started = time.perf_counter()
         try:
-            self.store.insert(SPANS_TABLE, rows, COLUMNS, dedup_token=dedup_token)
+            # distinct_keys: `rows_for` lets each (trace_id, span_id) into a batch once.
+            self.store.insert(SPANS_TABLE, rows, COLUMNS, dedup_token=dedup_token, distinct_keys=True)
         except Exception as exc:
             self.stats_.add(insert_errors=1)
             self.stats_.set(store_down=True)
@@ -204,11 +204,11 @@ class Pipeline:
         except Exception as exc:
             logger.warning("could not read recently stored calls (%s): dedup of retries starts empty", exc)
             return 0
-        keys: list[tuple] = []
+        keys: list[str] = []
         for trace_id, span_id, response_id in result.rows:
-            keys.append(("span", trace_id, span_id))
+            keys.append(RecentCalls.span_key(trace_id, span_id))
             if response_id:
-                keys.append(("response", trace_id, response_id))
+                keys.append(RecentCalls.response_key(trace_id, response_id))
         with self.lock:
             self.recent.remember_keys(keys)
         return len(result.rows)
@@ -243,6 +243,10 @@ class Loader(threading.Thread):
         self.first_at = 0.0
 
     def run(self) -> None:
+        # What is alive by now (modules, the price catalog, the servers) lives as long as the process: frozen out
+        # of the garbage collector's view, so that the collections the per-span garbage triggers do not walk it
+        # each time (a full collection of it costs tens of ms).
+        gc.freeze()
         try:
             self._run()
         except BaseException as exc:  # never silently: the spool keeps the data for the next start

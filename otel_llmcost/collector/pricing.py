@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import genai_prices
 from genai_prices import Usage, data_snapshot
@@ -113,9 +113,9 @@ _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|ap|global|us-gov|ca|jp|au)\.)?(anthrop
 _FINE_TUNE = re.compile(r"^ft:([^:]+):")
 
 
-@dataclass(frozen=True)
-class PricedUsage:
-    """Token counts of one call, as the conventions count them (input includes cache reads and writes)."""
+class PricedUsage(NamedTuple):
+    """Token counts of one call, as the conventions count them (input includes cache reads and writes).
+    (A named tuple: one is made per span, and it is its own memo key.)"""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -126,8 +126,7 @@ class PricedUsage:
     web_searches: int = 0
 
     def values(self) -> tuple[int, ...]:
-        return (self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens,
-                self.cache_write_1h_tokens, self.reasoning_tokens, self.web_searches)
+        return self
 
 
 @dataclass(slots=True)
