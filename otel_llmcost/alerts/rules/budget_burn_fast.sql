@@ -14,38 +14,33 @@
 -- even pace allows in that window. Budgets are rows of llm_budgets (scope all | project | feature | user).
 WITH
     eval AS (SELECT toStartOfMinute($__toTime) AS t),
-    since AS (SELECT (SELECT min(t) FROM eval) - toIntervalDay(1) - toIntervalMinute({long_window_minutes:UInt32}) AS lo,
-                     (SELECT max(t) FROM eval) AS hi),
-    -- include: _budget_spend,
-    grid AS (
-        -- per budget and evaluation time: the long window, the short window, and the long window a day earlier
-        SELECT e.t AS t, k.scope AS scope, k.scope_value AS scope_value, k.feature AS feature, k.model AS model,
-               b.period AS period, b.amount AS amount, w, d, which,
-               e.t - toIntervalDay(d) AS x_end, x_end - toIntervalMinute(w) AS x_start
+    since AS (SELECT min(t) - toIntervalDay(1) - toIntervalMinute({long_window_minutes:UInt32}) AS lo, max(t) AS hi FROM eval),
+    minutes AS (
+        -- the minutes of the windows: the last long (or short) window, and the long window a day earlier
+        SELECT DISTINCT e.t - toIntervalDay(d) - toIntervalMinute(m + 1) AS minute
         FROM eval AS e
-        CROSS JOIN (SELECT DISTINCT scope, scope_value, feature, model FROM series) AS k
-        INNER JOIN budgets AS b ON b.scope = k.scope AND b.scope_value = k.scope_value
-        ARRAY JOIN [toUInt32({long_window_minutes:UInt32}), toUInt32({short_window_minutes:UInt32}),
-                    toUInt32({long_window_minutes:UInt32})] AS w, [0, 0, 1] AS d, ['long', 'short', 'long_yesterday'] AS which
+        ARRAY JOIN [0, 1] AS d
+        ARRAY JOIN range(greatest(toUInt32({long_window_minutes:UInt32}), toUInt32({short_window_minutes:UInt32}))) AS m
     ),
-    windows AS (
-        SELECT g.t AS t, g.scope AS scope, g.scope_value AS scope_value, g.period AS period, g.amount AS amount,
-               g.feature AS feature, g.model AS model, g.which AS which, g.w AS w,
-               hi.run_cost - lo.run_cost AS w_cost, hi.run_n - lo.run_n AS w_n
-        FROM grid AS g
-        ASOF LEFT JOIN running AS hi
-            ON g.scope = hi.scope AND g.scope_value = hi.scope_value AND g.feature = hi.feature
-               AND g.model = hi.model AND g.x_end >= hi.until
-        ASOF LEFT JOIN running AS lo
-            ON g.scope = lo.scope AND g.scope_value = lo.scope_value AND g.feature = lo.feature
-               AND g.model = lo.model AND g.x_start >= lo.until
+    -- include: _budget_spend,
+    points AS (
+        -- per budget and evaluation time: the long window, the short window, and the long window a day earlier,
+        -- each the running total of the minutes at its end less the one at its start
+        SELECT e.t AS t, b.scope AS scope, b.scope_value AS scope_value, b.period AS period, b.amount AS amount,
+               win, e.t - toIntervalDay(d) AS x_end, x_end - toIntervalMinute(w) AS x_start,
+               'm' AS level, p.1 AS at, p.2 AS sign
+        FROM eval AS e
+        CROSS JOIN budgets AS b
+        ARRAY JOIN [toUInt32({long_window_minutes:UInt32}), toUInt32({short_window_minutes:UInt32}),
+                    toUInt32({long_window_minutes:UInt32})] AS w, [0, 0, 1] AS d, ['long', 'short', 'long_yesterday'] AS win
+        ARRAY JOIN [(x_end, 1), (x_start, -1)] AS p
     ),
     per_budget AS (
         SELECT t, scope, scope_value, period, any(amount) AS budget_usd,
                if(period = 'day', 1440, toDayOfMonth(toLastDayOfMonth(t)) * 1440) AS period_minutes,
-               sumIf(w_cost, which = 'long') AS spend_usd, sumIf(w_cost, which = 'short') AS short_spend,
-               sumIf(w_n, which = 'long') AS calls, sumIf(w_n, which = 'long_yesterday') AS baseline_calls,
-               argMaxIf(model, w_cost, which = 'long') AS top_model, argMaxIf(feature, w_cost, which = 'long') AS top_feature
+               sumIf(w_cost, win = 'long') AS spend_usd, sumIf(w_cost, win = 'short') AS short_spend,
+               sumIf(w_n, win = 'long') AS calls, sumIf(w_n, win = 'long_yesterday') AS baseline_calls,
+               argMaxIf(model, w_cost, win = 'long') AS top_model, argMaxIf(feature, w_cost, win = 'long') AS top_feature
         FROM windows
         GROUP BY t, scope, scope_value, period
     ),

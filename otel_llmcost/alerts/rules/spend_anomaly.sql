@@ -12,35 +12,57 @@
 -- param min_history_days UInt32 7: fire only with at least this many earlier days of traffic
 WITH
     eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    -- Each day's window [day start, t - d days) is its whole hours, read from the hourly projection of the
+    -- rollup (031, level 'h'), and the minutes of its last, partial hour (level 'm'), each the running total at
+    -- its end less the one at its start. The running totals are read in one pass (a CTE is evaluated again at
+    -- each reference): the first row of each key is doubled into its probes, and a probe, after the rows up to
+    -- its time in the (level, key) order, reads the total there.
+    bounds AS (
+        SELECT toStartOfDay(min(t)) - toIntervalDay({history_days:UInt32}) AS lo, max(t) AS hi,
+               toStartOfHour(hi) AS end_hour
+        FROM eval
+    ),
+    points AS (
+        SELECT e.t AS t, d, toUInt8(1) AS probe, e.t - toIntervalDay(d) AS x_end, toStartOfHour(x_end) AS x_hour,
+               p.1 AS level, p.2 AS at, p.3 AS sign
+        FROM eval AS e
+        ARRAY JOIN range(toUInt32({history_days:UInt32}) + 1) AS d
+        ARRAY JOIN [('h', x_hour, 1), ('h', toStartOfDay(e.t) - toIntervalDay(d), -1), ('m', x_end, 1), ('m', x_hour, -1)] AS p
+    ),
     series AS (
-        SELECT project, feature, model, minute,
+        SELECT 'm' AS level, project, feature, model, minute + 60 AS until,
                toFloat64(sum(cost_usd)) AS cost, toFloat64(sum(calls)) AS n
         FROM llm_rollup_1m
-        WHERE minute >= toStartOfDay((SELECT min(t) FROM eval)) - toIntervalDay({history_days:UInt32})
-          AND minute < (SELECT max(t) FROM eval)
+        WHERE minute IN (SELECT DISTINCT x_hour + toIntervalMinute(m) AS minute FROM points ARRAY JOIN range(60) AS m
+                         WHERE minute < x_end)
         GROUP BY project, feature, model, minute
+        UNION ALL
+        SELECT 'h', project, feature, model, toStartOfHour(minute) + 3600 AS until,
+               toFloat64(sum(cost_usd)), toFloat64(sum(calls))
+        FROM llm_rollup_1m
+        WHERE toStartOfHour(minute) >= (SELECT lo FROM bounds) AND toStartOfHour(minute) < (SELECT end_hour FROM bounds)
+        GROUP BY project, feature, model, toStartOfHour(minute)
     ),
-    running AS (
-        SELECT project, feature, model, minute + 60 AS until,
-               sum(cost) OVER w AS run_cost, sum(n) OVER w AS run_n
-        FROM series
-        WINDOW w AS (PARTITION BY project, feature, model ORDER BY minute ROWS UNBOUNDED PRECEDING)
-    ),
-    grid AS (
-        SELECT e.t AS t, k.project AS project, k.feature AS feature, k.model AS model, d,
-               e.t - toIntervalDay(d) AS x_end, toStartOfDay(e.t) - toIntervalDay(d) AS x_start
-        FROM eval AS e
-        CROSS JOIN (SELECT DISTINCT project, feature, model FROM series) AS k
-        ARRAY JOIN range(toUInt32({history_days:UInt32}) + 1) AS d
+    swept AS (
+        SELECT s.project AS project, s.feature AS feature, s.model AS model, role, p.t AS t, p.d AS d,
+               if(role = 0, s.level, p.level) AS level, if(role = 0, s.until, p.at) AS at, p.sign AS sign,
+               if(role = 0, s.cost, 0) AS cost, if(role = 0, s.n, 0) AS n
+        FROM (
+            SELECT *, row_number() OVER (PARTITION BY project, feature, model ORDER BY level, until) AS rn
+            FROM series
+        ) AS s
+        ARRAY JOIN if(rn = 1, [toUInt8(0), toUInt8(1)], [toUInt8(0)]) AS role
+        LEFT JOIN points AS p ON role = p.probe
     ),
     windows AS (
-        SELECT g.t AS t, g.project AS project, g.feature AS feature, g.model AS model, g.d AS d,
-               hi.run_cost - lo.run_cost AS w_cost, hi.run_n - lo.run_n AS w_n
-        FROM grid AS g
-        ASOF LEFT JOIN running AS hi
-            ON g.project = hi.project AND g.feature = hi.feature AND g.model = hi.model AND g.x_end >= hi.until
-        ASOF LEFT JOIN running AS lo
-            ON g.project = lo.project AND g.feature = lo.feature AND g.model = lo.model AND g.x_start >= lo.until
+        SELECT t, project, feature, model, d, sum(sign * run_cost) AS w_cost, sum(sign * run_n) AS w_n
+        FROM (
+            SELECT *, sum(cost) OVER w AS run_cost, sum(n) OVER w AS run_n
+            FROM swept
+            WINDOW w AS (PARTITION BY level, project, feature, model ORDER BY at, role ROWS UNBOUNDED PRECEDING)
+        )
+        WHERE role = 1
+        GROUP BY t, project, feature, model, d
     ),
     per_day AS (
         SELECT t, project, d, sum(w_cost) AS day_cost, sum(w_n) AS day_n,
