@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import abc
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -50,7 +51,10 @@ def log_once(message: str) -> None:
 
 
 def field(obj: Any, name: str) -> Any:
-    """A field of a response, whether the SDK parsed it into a model or we decoded it into a dict."""
+    """A field of a response, whether the SDK parsed it into a model or we decoded it into a dict.
+
+    Where it is read on every call or event, it is written out without a call of ours, for speed:
+    `get = dict.get if type(obj) is dict else getattr`, then `get(obj, name, None)`."""
     if obj is None:
         return None
     if type(obj) is dict:
@@ -88,8 +92,7 @@ class Endpoint:
     stream_reader: Callable[[], StreamReader] | None = None
 
 
-@dataclass(frozen=True)
-class Described:
+class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
     """What one wrapped call is: its endpoint, its request body (a mapping), its model, whether it streams."""
 
     endpoint: Endpoint
@@ -121,7 +124,7 @@ def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callab
         if endpoint is None:
             return None
         body = options.json_data
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, abc.Mapping):  # `type` first: `isinstance` of an ABC is slow
             body = {}
         return Described(endpoint, body, body.get("model"), bool(kwargs.get("stream") or body.get("stream")))
 
@@ -138,10 +141,10 @@ def attribution_defaults() -> dict[str, str]:
     return {key: value for key, value in env.items() if value}
 
 
-def attribution(defaults: Mapping[str, str]) -> dict[str, str]:
-    """The attribution of the current context: its baggage, over the environment's defaults."""
+def attribution(defaults: Mapping[str, str], ctx: context.Context | None = None) -> dict[str, str]:
+    """The attribution of the current context (or `ctx`): its baggage, over the environment's defaults."""
     attributes = dict(defaults)
-    carried = baggage.get_all()
+    carried = baggage.get_all(ctx)
     if carried:
         for key in names.ATTRIBUTION_KEYS:
             value = carried.get(key)
@@ -150,22 +153,37 @@ def attribution(defaults: Mapping[str, str]) -> dict[str, str]:
     return attributes
 
 
+# Fingerprints of the prefixes seen lately, by their texts: the same system prompt comes call after call.
+_fingerprints: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
 def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
-    """`PREFIX_HASH` and `PREFIX_LENGTH` of the stable prompt prefix; never its text.
+    """`PREFIX_HASH` and `PREFIX_LENGTH` of the stable prompt prefix; never its text. Do not change the dict
+    returned: it is shared by the calls with the same prefix.
 
     Each part (a system prompt, a tool list) is serialized as itself when it is a string and as its `repr`
     otherwise (C-speed, deterministic for the plain dicts and lists a request body is made of); parts are
     length-delimited so that moving text between them changes the hash.
     """
-    digest = blake2b(digest_size=8)
-    length = 0
-    for part in parts:
-        text = part if type(part) is str else repr(part)
-        data = text.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-        length += len(text)
-    return {names.PREFIX_HASH: digest.hexdigest(), names.PREFIX_LENGTH: length} if length else {}
+    texts = tuple(parts)
+    for part in texts:
+        if type(part) is not str:  # a tool list, content blocks: by their repr (the common case needs no copy)
+            texts = tuple([part if type(part) is str else repr(part) for part in texts])
+            break
+    found = _fingerprints.get(texts)
+    if found is None:
+        digest = blake2b(digest_size=8)
+        length = 0
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+            length += len(text)
+        found = {names.PREFIX_HASH: digest.hexdigest(), names.PREFIX_LENGTH: length} if length else {}
+        if len(_fingerprints) >= 64:
+            _fingerprints.clear()
+        _fingerprints[texts] = found
+    return found
 
 
 class _Call:
@@ -238,8 +256,13 @@ class _Events:
         except BaseException as exc:
             self._ended(exc)
             raise
-        if self.read is not None:
-            self._read(event)
+        read = self.read
+        if read is not None:  # `_read`, written out: it runs for every event
+            try:
+                read(event)
+            except Exception:
+                log_once("could not read a stream event")
+                self.read = None
         return event
 
     def _ended(self, exc: BaseException) -> None:
@@ -320,7 +343,8 @@ _unparsed: "weakref.WeakKeyDictionary[Any, tuple[RequestTracer, _Call]]" = weakr
 
 
 def read_on_parse(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Wrapper of a raw response's `_parse`: reads what a `with_streaming_response` call returned."""
+    """Wrapper of a raw response's `_parse`: reads what a `with_streaming_response` call returned. Installed
+    only once such a call has been seen (`RequestTracer.on_unparsed`): every parse goes through it."""
     result = wrapped(*args, **kwargs)
     if _unparsed:
         pending = _unparsed.pop(instance, None)
@@ -328,6 +352,21 @@ def read_on_parse(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -
             tracer, call = pending
             return tracer.returned(call, result)
     return result
+
+
+try:  # For speed: the keys `is_instrumentation_enabled()` reads, read from the context each call fetches once.
+    from opentelemetry.instrumentation.utils import (
+        _SUPPRESS_INSTRUMENTATION_KEY,
+        _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
+    )
+
+    def _enabled(ctx: context.Context) -> bool:
+        return not (ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
+
+except ImportError:  # another version of opentelemetry-instrumentation: its public function
+
+    def _enabled(ctx: context.Context) -> bool:
+        return is_instrumentation_enabled()
 
 
 class RequestTracer:
@@ -338,14 +377,18 @@ class RequestTracer:
         self.provider = provider
         self.defaults = attribution_defaults()
         self.fingerprint = env_flag("OTEL_LLMCOST_PREFIX_FINGERPRINT", True) if fingerprint is None else fingerprint
+        # Called when a streaming raw response is first kept in `_unparsed`: the instrumentor then installs
+        # `read_on_parse`, which no other call needs.
+        self.on_unparsed: Callable[[], None] | None = None
 
     # -- the wrappers -------------------------------------------------------------------------------
 
     def sync_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = self._start(wrapped, instance, args, kwargs)
-        if call is None:
+        started = self._start(wrapped, instance, args, kwargs)
+        if started is None:
             return wrapped(*args, **kwargs)
-        token = context.attach(trace.set_span_in_context(call.span, context.set_value(CALL_IN_PROGRESS_KEY, True)))
+        call, ctx = started
+        token = context.attach(ctx)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -356,10 +399,11 @@ class RequestTracer:
         return self.returned(call, result)
 
     async def async_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        call = self._start(wrapped, instance, args, kwargs)
-        if call is None:
+        started = self._start(wrapped, instance, args, kwargs)
+        if started is None:
             return await wrapped(*args, **kwargs)
-        token = context.attach(trace.set_span_in_context(call.span, context.set_value(CALL_IN_PROGRESS_KEY, True)))
+        call, ctx = started
+        token = context.attach(ctx)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -371,37 +415,48 @@ class RequestTracer:
 
     # -- the parts ----------------------------------------------------------------------------------
 
-    def _start(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> _Call | None:
-        """The call span for an LLM request, or None for anything else. Never raises."""
+    def _start(
+        self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict
+    ) -> tuple[_Call, context.Context] | None:
+        """The call of an LLM request and the context to run it in (its span current, `CALL_IN_PROGRESS_KEY`
+        set), or None for anything else. Never raises."""
         try:
-            if not is_instrumentation_enabled():
+            ctx = context.get_current()  # fetched once, passed to everything below
+            if not _enabled(ctx):
                 return None
-            described = self.provider.describe(wrapped, instance, args, kwargs)
+            provider = self.provider
+            described = provider.describe(wrapped, instance, args, kwargs)
             if described is None:
                 return None
-            attributes = self.request_attributes(described, self.provider.provider_name(instance))
+            attributes = self.request_attributes(described, provider.provider_name(instance), ctx)
             model = attributes.get(names.REQUEST_MODEL)
             operation = described.endpoint.operation
             span = self.tracer.start_span(
-                f"{operation} {model}" if model else operation, kind=SpanKind.CLIENT, attributes=attributes
+                f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
-            return _Call(span, described.endpoint)
+            return _Call(span, described.endpoint), trace.set_span_in_context(
+                span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx)
+            )
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
 
-    def request_attributes(self, described: Described, provider_name: str) -> dict[str, Any]:
+    def request_attributes(
+        self, described: Described, provider_name: str, ctx: context.Context | None = None
+    ) -> dict[str, Any]:
         """Everything the request says: operation, provider, model, attribution, prefix fingerprint."""
-        body, model = described.body, described.model
-        attributes = attribution(self.defaults)
-        attributes[names.OPERATION] = described.endpoint.operation
+        endpoint, body, model, stream = described
+        attributes = attribution(self.defaults, ctx)
+        attributes[names.OPERATION] = endpoint.operation
         attributes[names.PROVIDER] = provider_name
         if isinstance(model, str):
             attributes[names.REQUEST_MODEL] = model
-        if described.stream:
+        if stream:
             attributes[names.REQUEST_STREAM] = True
         if body:
-            attributes.update(self.provider.request_attributes(body))
+            extra = self.provider.request_attributes(body)
+            if extra:
+                attributes.update(extra)
             if self.fingerprint:
                 parts = self.provider.prefix(body)
                 if parts:
@@ -430,6 +485,8 @@ class RequestTracer:
         `with_streaming_response`: the body is not read yet; the call is read when the app parses it."""
         http_response = raw.http_response
         if not http_response.is_closed:
+            if self.on_unparsed is not None:
+                self.on_unparsed()
             _unparsed[raw] = (self, call)
             weakref.finalize(raw, call.finish_stream)
         elif "json" in http_response.headers.get("content-type", ""):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any, Callable
 
 from opentelemetry import trace
@@ -16,6 +17,8 @@ from .core import Provider, RequestTracer, end_stream_on_close, log_once, read_o
 
 Target = tuple[str, str]  # (module, "Class.method")
 
+_lock = threading.Lock()
+
 
 class SdkInstrumentor(BaseInstrumentor):
     """Subclasses name the methods every API call goes through, and describe the SDK (`provider()`).
@@ -27,7 +30,8 @@ class SdkInstrumentor(BaseInstrumentor):
     sync_requests: tuple[Target, ...] = ()
     async_requests: tuple[Target, ...] = ()
     closes: tuple[Target, ...] = ()  # a stream's (or stream helper's) close(): ends the stream's span
-    parses: tuple[Target, ...] = ()  # a raw response's _parse(): reads a `with_streaming_response` call
+    # a raw response's _parse(): reads a `with_streaming_response` call; wrapped when the first such call is seen
+    parses: tuple[Target, ...] = ()
 
     def provider(self, **kwargs: Any) -> Provider:
         raise NotImplementedError
@@ -40,10 +44,12 @@ class SdkInstrumentor(BaseInstrumentor):
             (self.sync_requests, request_tracer.sync_wrapper),
             (self.async_requests, request_tracer.async_wrapper),
             (self.closes, end_stream_on_close),
-            (self.parses, read_on_parse),
         ):
             for target in targets:
                 self._wrap(target, wrapper)
+        if self.parses:
+            request_tracer.on_unparsed = self._wrap_parses
+        self._request_tracer = request_tracer
         self._tracer = tracer
         app_tracer.append(tracer)
         self._instrument_more()
@@ -56,10 +62,25 @@ class SdkInstrumentor(BaseInstrumentor):
             return
         self._wrapped.append(target)
 
+    def _wrap_parses(self) -> None:
+        """Wraps `parses` once: every response is parsed, and only `with_streaming_response` calls need it."""
+        with _lock:
+            request_tracer = getattr(self, "_request_tracer", None)
+            if request_tracer is None or request_tracer.on_unparsed is None:
+                return
+            request_tracer.on_unparsed = None
+            for target in self.parses:
+                self._wrap(target, read_on_parse)
+
     def _instrument_more(self) -> None:
         """Hook for SDK-specific additions."""
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        with _lock:
+            request_tracer = getattr(self, "_request_tracer", None)
+            if request_tracer is not None:  # a call still running must not wrap `parses` again
+                request_tracer.on_unparsed = None
+            self._request_tracer = None
         for module, name in reversed(getattr(self, "_wrapped", [])):
             try:
                 owner: Any = importlib.import_module(module)

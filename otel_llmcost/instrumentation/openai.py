@@ -64,8 +64,37 @@ def _provider_for_host(host: str, is_azure: bool) -> str:
     return _match_host(host, KNOWN_HOSTS) or "openai"
 
 
+# id(base_url) -> (base_url, type of the client, provider): reading the host of a URL costs more than the rest of
+# `provider_name`, and a client keeps its base URL object until it is given another one. The URL is kept alive
+# here, so its id is not reused.
+_provider_names: dict[int, tuple[Any, type, str]] = {}
+# Client class -> whether its `base_url` is the SDK's own getter, which returns `_base_url` as is: then that is
+# read directly (openai 3.x's getter imports a module on every read, about 1 µs). Any other class (`openai`'s
+# module-level client, an app's subclass) is read through its property.
+_plain_base_url: dict[type, bool] = {}
+
+
+def _sdk_base_url_getter(kind: type) -> bool:
+    import openai
+    from openai._base_client import BaseClient
+
+    return getattr(kind, "base_url", None) in (openai.OpenAI.base_url, openai.AsyncOpenAI.base_url, BaseClient.base_url)
+
+
 def provider_name(client: Any) -> str:
-    return _provider_for_host(client.base_url.host, "Azure" in type(client).__name__)
+    kind = type(client)
+    plain = _plain_base_url.get(kind)
+    if plain is None:
+        plain = _plain_base_url[kind] = _sdk_base_url_getter(kind)
+    base_url = client._base_url if plain else client.base_url
+    known = _provider_names.get(id(base_url))
+    if known is not None and known[0] is base_url and known[1] is kind:
+        return known[2]
+    name = _provider_for_host(base_url.host, "Azure" in kind.__name__)
+    if len(_provider_names) >= 256:
+        _provider_names.clear()
+    _provider_names[id(base_url)] = (base_url, kind, name)
+    return name
 
 
 def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,29 +103,33 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _usage_attributes(usage: Any) -> dict[str, Any]:
-    """Chat and legacy completions usage (`prompt_tokens`, `completion_tokens` and their details)."""
+    """Chat and legacy completions usage (`prompt_tokens`, `completion_tokens` and their details).
+    Read on every call, so `field` and `positive_int` are written out (see `field`)."""
     attributes: dict[str, Any] = {}
     if usage is None:
         return attributes
-    prompt = positive_int(field(usage, "prompt_tokens"))
-    if prompt is None:  # the Responses API spells it `input_tokens`
+    get = dict.get if type(usage) is dict else getattr
+    prompt = get(usage, "prompt_tokens", None)
+    if type(prompt) is not int or prompt < 0:  # the Responses API spells it `input_tokens`
         return _responses_usage_attributes(usage)
     attributes[names.INPUT_TOKENS] = prompt
-    completion = positive_int(field(usage, "completion_tokens"))
-    if completion is not None:
+    completion = get(usage, "completion_tokens", None)
+    if type(completion) is int and completion >= 0:
         attributes[names.OUTPUT_TOKENS] = completion
-    details = field(usage, "prompt_tokens_details")
+    details = get(usage, "prompt_tokens_details", None)
     if details is not None:
-        cached = positive_int(field(details, "cached_tokens"))
-        if cached:
+        get_detail = dict.get if type(details) is dict else getattr
+        cached = get_detail(details, "cached_tokens", None)
+        if type(cached) is int and cached > 0:
             attributes[names.CACHE_READ_TOKENS] = cached
-        written = positive_int(field(details, "cache_write_tokens"))
-        if written:
+        written = get_detail(details, "cache_write_tokens", None)
+        if type(written) is int and written > 0:
             attributes[names.CACHE_WRITE_TOKENS] = written
-    details = field(usage, "completion_tokens_details")
+    details = get(usage, "completion_tokens_details", None)
     if details is not None:
-        reasoning = positive_int(field(details, "reasoning_tokens"))
-        if reasoning:
+        get_detail = dict.get if type(details) is dict else getattr
+        reasoning = get_detail(details, "reasoning_tokens", None)
+        if type(reasoning) is int and reasoning > 0:
             attributes[names.REASONING_TOKENS] = reasoning
     return attributes
 
@@ -121,14 +154,15 @@ def _responses_usage_attributes(usage: Any) -> dict[str, Any]:
 
 def read_response(response: Any) -> dict[str, Any]:
     """A chat completion, completion, embedding list or Responses API response."""
-    attributes = _usage_attributes(field(response, "usage"))
-    model = field(response, "model")
+    get = dict.get if type(response) is dict else getattr  # `field`, written out (read on every call)
+    attributes = _usage_attributes(get(response, "usage", None))
+    model = get(response, "model", None)
     if isinstance(model, str):
         attributes[names.RESPONSE_MODEL] = model
-    response_id = field(response, "id")
+    response_id = get(response, "id", None)
     if isinstance(response_id, str):
         attributes[names.RESPONSE_ID] = response_id
-    tier = field(response, "service_tier")
+    tier = get(response, "service_tier", None)
     if isinstance(tier, str):
         attributes[names.SERVICE_TIER] = tier
     return attributes
@@ -143,13 +177,14 @@ class ChunkReader(StreamReader):
         self.model = self.response_id = self.tier = self.usage = None
 
     def read(self, chunk: Any) -> None:
+        get = dict.get if type(chunk) is dict else getattr  # `field`, written out (read on every chunk)
         if not self.response_id:  # Azure's first chunk (prompt_filter_results) has an empty id and model
-            self.response_id = field(chunk, "id")
-            self.model = field(chunk, "model")
-        usage = field(chunk, "usage")
+            self.response_id = get(chunk, "id", None)
+            self.model = get(chunk, "model", None)
+        usage = get(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
-            self.tier = field(chunk, "service_tier")
+            self.tier = get(chunk, "service_tier", None)
 
     def attributes(self) -> dict[str, Any]:
         attributes = _usage_attributes(self.usage)
@@ -192,8 +227,7 @@ ENDPOINTS = {
 }
 
 
-def endpoint_for(path: str) -> Endpoint | None:
-    return ENDPOINTS.get(path)
+endpoint_for = ENDPOINTS.get  # path -> Endpoint | None (the dict's own method: no Python frame per call)
 
 
 _SYSTEM_ROLES = ("system", "developer")
