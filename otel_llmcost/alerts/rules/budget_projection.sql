@@ -11,16 +11,7 @@
 --
 -- The projection is the period's spend so far at its average pace so far, over the whole period.
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
-    since AS (SELECT toDateTime(toStartOfMonth(min(t)), 'UTC') - toIntervalMonth(1) AS lo, max(t) AS hi FROM eval),
-    minutes AS (
-        -- the minutes of the hour each window ends in (the whole hours before it are read by the hour)
-        SELECT DISTINCT toStartOfHour(x) + toIntervalMinute(m) AS minute
-        FROM eval
-        ARRAY JOIN [t, t - toIntervalDay(1), t - toIntervalMonth(1)] AS x
-        ARRAY JOIN range(60) AS m
-        WHERE minute < x
-    ),
+    -- include: _budget_windows,
     -- include: _budget_spend,
     -- include: _budget_period
 SELECT

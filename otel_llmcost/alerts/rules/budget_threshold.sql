@@ -7,16 +7,7 @@
 -- summary: {threshold} of the {period} budget reached ({scope} {scope_value}): ${spend_usd:$} of ${budget_usd:$} ({value:%}) so far this {period}; requests {calls:n} vs {baseline_calls:n} by this time last {period}; top {top_model} / {top_feature}
 -- param warn_ratio Float64 0.8: the first threshold (0.8 = 80% of the budget); the second is always 100%
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
-    since AS (SELECT toDateTime(toStartOfMonth(min(t)), 'UTC') - toIntervalMonth(1) AS lo, max(t) AS hi FROM eval),
-    minutes AS (
-        -- the minutes of the hour each window ends in (the whole hours before it are read by the hour)
-        SELECT DISTINCT toStartOfHour(x) + toIntervalMinute(m) AS minute
-        FROM eval
-        ARRAY JOIN [t, t - toIntervalDay(1), t - toIntervalMonth(1)] AS x
-        ARRAY JOIN range(60) AS m
-        WHERE minute < x
-    ),
+    -- include: _budget_windows,
     -- include: _budget_spend,
     -- include: _budget_period
 SELECT
