@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from . import venvs
-from .common import log, median, run_json, spread, table
+from .common import log, median, percentile, run_json, spread, table
 
 SMALL, LARGE = 2, 22
 SCENARIOS = [  # (column, plain key, stream?)
@@ -114,7 +114,54 @@ def run(rounds: int = 5, quick: bool = False, peers: bool = True) -> str:
              f"{n_plain} plain / {n_stream} streamed calls per timed loop, median of 3 loops per process. "
              f"Per chunk: (added at {LARGE} chunks − added at {SMALL} chunks) / {LARGE - SMALL}. "
              f"Bare calls in the peers' venvs: {bare_peers or 'n/a'}.")
-    return table(header, rows) + notes
+    return table(header, rows) + notes + "\n\n" + paired(quick, peers, missing)
+
+
+PAIRED = ("ours", "contrib", "openllmetry")  # OpenLIT cannot be undone in-process
+
+
+def paired(quick: bool, peers: bool, missing: dict[str, str]) -> str:
+    """The same scenarios, bare and instrumented alternated inside one process (`bench/instr_paired.py`):
+    steadier than the table above, for the instrumentations that can be uninstrumented."""
+    passes, rounds_per_pass = (1, 2) if quick else (2, 8)
+    n_plain, n_stream = (30, 10) if quick else (200, 60)
+    variants = [v for v in PAIRED if v == "ours" or (peers and v not in missing)]
+    added: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    for p in range(passes):
+        for variant in variants:
+            python = sys.executable if variant == "ours" else str(venvs.venv_python(variant))
+            log(f"instrumentation, paired pass {p + 1}/{passes}: {variant}")
+            out = run_json([python, "-m", "bench.instr_paired", variant, str(rounds_per_pass), str(n_plain),
+                            str(n_stream), str(SMALL), str(LARGE)])
+            for key, values in (out or {}).items():
+                if isinstance(values, list):
+                    added[variant].setdefault(key, []).extend(values)
+
+    def cell(values: dict[str, list[float]], key: str) -> str:
+        if key in ("openai_stream", "anthropic_stream"):
+            big, small = values.get(f"{key}_{LARGE}"), values.get(f"{key}_{SMALL}")
+            if not big or not small:
+                return "n/a"
+            diffs = [(b - s) / (LARGE - SMALL) for b, s in zip(big, small)]
+        else:
+            diffs = values.get(key)
+            if not diffs:
+                return "n/a"
+        return f"{median(diffs):+.1f} ({percentile(diffs, 0.25):.1f}…{percentile(diffs, 0.75):.1f})"
+
+    rows = []
+    for variant in variants:
+        label = LABELS[variant] + ("" if variant == "ours" else
+                                   f" {venvs.installed_version(venvs.venv_python(variant), venvs.PEERS[variant]['dist'])}")
+        rows.append([label] + [cell(added[variant], key) if added[variant] else "failed (see the log)"
+                               for _, key in SCENARIOS])
+    header = ["paired in one process: added µs CPU per call (interquartile range)"] + [n for n, _ in SCENARIOS]
+    rounds = passes * rounds_per_pass
+    return (table(header, rows) + f"\n\nPaired: in one process per instrumentation, {rounds} rounds of a bare loop "
+            f"followed by an instrumented one (`instrument()` … `uninstrument()`), {n_plain} plain / {n_stream} "
+            f"streamed calls per loop, the Anthropic SDK's own tracing off; added = instrumented − the bare loop "
+            f"just before it; median and interquartile range of the rounds. OpenLIT cannot be uninstrumented, so "
+            f"it has no paired row.")
 
 
 if __name__ == "__main__":

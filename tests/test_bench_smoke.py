@@ -41,3 +41,15 @@ def test_instrumentation_worker_ours():
     for key in ("openai_chat", "openai_stream_2", "openai_stream_4", "anthropic_messages", "anthropic_stream_4"):
         assert out[key] > 0
     assert out["spans_exported"] > 0
+
+
+def test_instrumentation_paired_ours():
+    """Paired rounds (bare and instrumented alternated in one process) for our instrumentor: every scenario
+    has one figure per round."""
+    result = subprocess.run([sys.executable, "-m", "bench.instr_paired", "ours", "2", "5", "3", "2", "4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("openai_chat", "openai_stream_2", "openai_stream_4", "anthropic_messages", "anthropic_stream_2",
+                "anthropic_stream_4"):
+        assert len(out[key]) == 2, key

@@ -369,6 +369,21 @@ except ImportError:  # another version of opentelemetry-instrumentation: its pub
         return is_instrumentation_enabled()
 
 
+try:  # For speed: the call's context (its span current, CALL_IN_PROGRESS_KEY set) built in one copy, not two.
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
+        values = ctx.copy()
+        values[_SPAN_KEY] = span
+        values[CALL_IN_PROGRESS_KEY] = True
+        return context.Context(values)
+
+except ImportError:  # another version of opentelemetry-api: its public functions
+
+    def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
+        return trace.set_span_in_context(span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx))
+
+
 class RequestTracer:
     """Builds the wrappers of one provider's request methods around one tracer."""
 
@@ -434,9 +449,7 @@ class RequestTracer:
             span = self.tracer.start_span(
                 f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
-            return _Call(span, described.endpoint), trace.set_span_in_context(
-                span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx)
-            )
+            return _Call(span, described.endpoint), _call_context(ctx, span)
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
