@@ -19,7 +19,9 @@ from .store import QueryResult, StoreError, encode_value, open_store
 COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate",
                                      "otel_llmcost.collector.schema", "otel_llmcost.reprice")
 
-# From the per-minute rollup (calls are de-duplicated before they reach it): ~50x faster than raw rows.
+# From the per-minute rollup (calls are de-duplicated before they reach it): ~50x faster than raw rows. The
+# minutes before the first whole hour of the range are read by the minute, the whole hours from the rollup's
+# hourly projection (031): a month is a few thousand hourly rows, not millions of minute rows.
 REPORT_SQL = """
 SELECT
     provider,
@@ -31,8 +33,19 @@ SELECT
     sum(output_tokens) AS output_tokens,
     sum(cost_usd) AS cost_usd,
     sum(unpriced_calls) AS unpriced_calls
-FROM llm_rollup_1m
-WHERE minute >= toStartOfMinute(now() - toIntervalSecond({seconds:UInt64}))
+FROM (
+    SELECT provider, model, calls, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, cost_usd,
+           unpriced_calls
+    FROM llm_rollup_1m
+    WHERE minute >= toStartOfMinute(now() - toIntervalSecond({seconds:UInt64}))
+      AND minute < toStartOfHour(toStartOfMinute(now() - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
+    UNION ALL
+    SELECT provider, model, sum(calls), sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
+           sum(output_tokens), sum(cost_usd), sum(unpriced_calls)
+    FROM llm_rollup_1m
+    WHERE toStartOfHour(minute) >= toStartOfHour(toStartOfMinute(now() - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
+    GROUP BY provider, model
+)
 GROUP BY provider, model
 HAVING calls > 0
 ORDER BY cost_usd DESC, calls DESC

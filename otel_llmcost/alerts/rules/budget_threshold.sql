@@ -8,7 +8,7 @@
 -- param warn_ratio Float64 0.8: the first threshold (0.8 = 80% of the budget); the second is always 100%
 WITH
     -- include: _budget_windows,
-    -- include: _budget_spend,
+    -- include: _budgets,
     -- include: _budget_period
 SELECT
     t AS eval_time, '' AS service_name, if(scope = 'project', scope_value, '') AS project,

@@ -13,56 +13,51 @@
 WITH
     eval AS (SELECT toStartOfMinute($__toTime) AS t),
     -- Each day's window [day start, t - d days) is its whole hours, read from the hourly projection of the
-    -- rollup (031, level 'h'), and the minutes of its last, partial hour (level 'm'), each the running total at
-    -- its end less the one at its start. The running totals are read in one pass (a CTE is evaluated again at
-    -- each reference): the first row of each key is doubled into its probes, and a probe, after the rows up to
-    -- its time in the (level, key) order, reads the total there.
+    -- rollup (031, level 'h'), and the minutes of its last, partial hour (level 'm'): `grid` holds the units
+    -- (level, at) of every window, and joining it to `series` gives the windows' spend in one pass (the hours
+    -- before each t are also the keys: every (project, feature, model) with rows since the first window).
     bounds AS (
-        SELECT toStartOfDay(min(t)) - toIntervalDay({history_days:UInt32}) AS lo, max(t) AS hi,
-               toStartOfHour(hi) AS end_hour
+        SELECT toStartOfDay(min(t)) - toIntervalDay({history_days:UInt32}) AS lo, toStartOfHour(max(t)) AS end_hour
         FROM eval
     ),
-    points AS (
-        SELECT e.t AS t, d, toUInt8(1) AS probe, e.t - toIntervalDay(d) AS x_end, toStartOfHour(x_end) AS x_hour,
-               p.1 AS level, p.2 AS at, p.3 AS sign
-        FROM eval AS e
-        ARRAY JOIN range(toUInt32({history_days:UInt32}) + 1) AS d
-        ARRAY JOIN [('h', x_hour, 1), ('h', toStartOfDay(e.t) - toIntervalDay(d), -1), ('m', x_end, 1), ('m', x_hour, -1)] AS p
+    (SELECT (lo, end_hour) FROM bounds) AS b,
+    grid AS (
+        SELECT t, d, u.1 AS level, u.2 AS at
+        FROM (
+            SELECT e.t AS t, d, e.t - toIntervalDay(d) AS x_end, toStartOfHour(x_end) AS x_hour,
+                   toStartOfDay(e.t) - toIntervalDay(d) AS x_start
+            FROM eval AS e
+            ARRAY JOIN range(toUInt32({history_days:UInt32}) + 1) AS d
+        )
+        ARRAY JOIN arrayConcat(
+            arrayMap(i -> ('h', x_start + toIntervalHour(i)), range(toUInt32(greatest(0, dateDiff('hour', x_start, x_hour))))),
+            arrayMap(i -> ('m', x_hour + toIntervalMinute(i)), range(toUInt32(dateDiff('minute', x_hour, x_end))))) AS u
     ),
     series AS (
-        SELECT 'm' AS level, project, feature, model, minute + 60 AS until,
+        SELECT 'm' AS level, project, feature, model, minute AS at,
                toFloat64(sum(cost_usd)) AS cost, toFloat64(sum(calls)) AS n
         FROM llm_rollup_1m
-        WHERE minute IN (SELECT DISTINCT x_hour + toIntervalMinute(m) AS minute FROM points ARRAY JOIN range(60) AS m
-                         WHERE minute < x_end)
+        WHERE minute IN (SELECT at FROM grid WHERE level = 'm')
         GROUP BY project, feature, model, minute
         UNION ALL
-        SELECT 'h', project, feature, model, toStartOfHour(minute) + 3600 AS until,
+        SELECT 'h', project, feature, model, toStartOfHour(minute) AS at,
                toFloat64(sum(cost_usd)), toFloat64(sum(calls))
         FROM llm_rollup_1m
-        WHERE toStartOfHour(minute) >= (SELECT lo FROM bounds) AND toStartOfHour(minute) < (SELECT end_hour FROM bounds)
+        WHERE toStartOfHour(minute) >= b.1 AND toStartOfHour(minute) < b.2
         GROUP BY project, feature, model, toStartOfHour(minute)
     ),
-    swept AS (
-        SELECT s.project AS project, s.feature AS feature, s.model AS model, role, p.t AS t, p.d AS d,
-               if(role = 0, s.level, p.level) AS level, if(role = 0, s.until, p.at) AS at, p.sign AS sign,
-               if(role = 0, s.cost, 0) AS cost, if(role = 0, s.n, 0) AS n
-        FROM (
-            SELECT *, row_number() OVER (PARTITION BY project, feature, model ORDER BY level, until) AS rn
-            FROM series
-        ) AS s
-        ARRAY JOIN if(rn = 1, [toUInt8(0), toUInt8(1)], [toUInt8(0)]) AS role
-        LEFT JOIN points AS p ON role = p.probe
-    ),
     windows AS (
-        SELECT t, project, feature, model, d, sum(sign * run_cost) AS w_cost, sum(sign * run_n) AS w_n
+        -- a unit is counted in each window it falls in (role 0); role 1 and units in no window give t0 = 0: one
+        -- row per (project, feature, model), made a row of zeros at every evaluation time
+        SELECT t, project, feature, model, d, if(t0 = 0, 0, w_cost) AS w_cost, if(t0 = 0, 0, w_n) AS w_n
         FROM (
-            SELECT *, sum(cost) OVER w AS run_cost, sum(n) OVER w AS run_n
-            FROM swept
-            WINDOW w AS (PARTITION BY level, project, feature, model ORDER BY at, role ROWS UNBOUNDED PRECEDING)
+            SELECT g.t AS t0, g.d AS d, project, feature, model, sum(cost) AS w_cost, sum(n) AS w_n
+            FROM series AS s
+            ARRAY JOIN [0, 1] AS role
+            LEFT JOIN grid AS g ON if(role = 0, s.level, '') = g.level AND s.at = g.at
+            GROUP BY t0, d, project, feature, model
         )
-        WHERE role = 1
-        GROUP BY t, project, feature, model, d
+        ARRAY JOIN if(t0 = 0, (SELECT groupArray(t) FROM eval), [t0]) AS t
     ),
     per_day AS (
         SELECT t, project, d, sum(w_cost) AS day_cost, sum(w_n) AS day_n,
@@ -81,9 +76,10 @@ WITH
     )
 SELECT
     t AS eval_time, project,
-    toUInt8(days >= {min_history_days:UInt32} AND spend_usd >= {min_spend_usd:Float64}
-            AND spend_usd > mean_cost + {sigmas:Float64} * sd_cost
-            AND spend_usd > mean_cost * (1 + {min_increase:Float64})) AS firing,
+    -- conditions multiplied, not ANDed (same result): analysing AND chains of comparisons costs ms
+    toUInt8((days >= {min_history_days:UInt32}) * (spend_usd >= {min_spend_usd:Float64}) *
+            (spend_usd > mean_cost + {sigmas:Float64} * sd_cost) *
+            (spend_usd > mean_cost * (1 + {min_increase:Float64}))) AS firing,
     if(mean_cost > 0, spend_usd / mean_cost, 0) AS value,
     spend_usd, ifNotFinite(mean_cost, 0) AS baseline_usd,
     ifNotFinite(greatest(mean_cost + {sigmas:Float64} * sd_cost, mean_cost * (1 + {min_increase:Float64})), 0) AS threshold_usd,
