@@ -38,6 +38,52 @@ def rss_kib() -> int:
     return 0
 
 
+def malloc_probe():
+    """Memory figures beyond RSS, for the memory benchmark (glibc and CPython's pymalloc; None elsewhere):
+    `live()`, KiB the program holds (pymalloc's allocated blocks plus what glibc malloc has handed out and not had
+    back), and `trim()`, which returns glibc's free pages to the system (`malloc_trim(0)`). RSS also counts memory
+    the allocators keep after a peak: pymalloc arenas with a block still in use, free glibc chunks."""
+    import ctypes
+    import re
+    import tempfile
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+
+        class Mallinfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                             "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+        libc.mallinfo2.restype = Mallinfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None, None
+
+    def pymalloc_bytes() -> int:
+        # sys._debugmallocstats() writes to C's stderr: catch it in a file for the one line read.
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile(mode="w+") as out:
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            out.seek(0)
+            found = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", out.read())
+        return int(found.group(1).replace(",", "")) if found else 0
+
+    def live() -> int:
+        info = libc.mallinfo2()
+        return (pymalloc_bytes() + info.uordblks + info.hblkhd) // 1024
+
+    def trim() -> None:
+        libc.malloc_trim(0)
+
+    return live, trim
+
+
 def setup_tracing(variant: str):
     """A real TracerProvider with a BatchSpanProcessor in front of an exporter that discards."""
     if variant == "bare":
@@ -182,16 +228,36 @@ def main() -> None:
         calls = int(sys.argv[7])
         oai, ant = make_clients(small)
         fns = list(scenarios(oai, ant).values())
-        samples = {}
+        samples, trimmed, live_kib, queued = {}, {}, {}, {}
         marks = {calls // 10, calls // 4, calls // 2, 3 * calls // 4, calls}
+        live, trim = malloc_probe()
+        # The BatchSpanProcessor's queue (private: None if another SDK version moved it): its deepest point so far.
+        # Spans pile up there when the export thread waits for a core or the GIL (up to 2,048, then dropped), and
+        # the allocators keep the memory of the deepest pile after it is exported: RSS steps up, bounded.
+        queue = None
+        if provider is not None:
+            for processor in getattr(provider._active_span_processor, "_span_processors", ()):
+                queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+        deepest = 0
         for i in range(1, calls + 1):
             fns[i % 4]()
+            if queue is not None and len(queue) > deepest:
+                deepest = len(queue)
             if i in marks or i == 1000:
                 if provider is not None:
                     provider.force_flush()  # spans waiting in the processor's queue are not a leak
                 gc.collect()
                 samples[i] = rss_kib()
+                if live is not None:
+                    live_kib[i] = live()
+                    trim()  # then RSS once glibc has returned its free pages (later samples follow this trim too)
+                    trimmed[i] = rss_kib()
+                if queue is not None:
+                    queued[i] = deepest
         out["rss_kib"] = samples
+        out["rss_trimmed_kib"] = trimmed
+        out["live_kib"] = live_kib
+        out["queued_peak"] = queued
     else:
         for chunks, names in ((small, None), (large, ("openai_stream", "anthropic_stream"))):
             oai, ant = make_clients(chunks)
