@@ -172,6 +172,21 @@ def test_invalid_spans_are_rejected_and_the_rest_kept_partial_success(secure, ce
     assert secure.stats()["spans_rejected"] >= 9
 
 
+def test_a_malformed_grpc_request_gets_invalid_argument_naming_the_problem(secure, cert):
+    cert_path, _ = cert
+    channel = grpc.secure_channel(secure.grpc_endpoint, grpc.ssl_channel_credentials(cert_path.read_bytes()))
+    export_bytes = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+    with pytest.raises(grpc.RpcError) as info:  # bytes that are no protobuf message (a truncated field)
+        export_bytes(b"\x0a\xff\xff\x01", metadata=[("authorization", f"Bearer {TOKEN}")], timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ExportTraceServiceRequest" in info.value.details()
+    # The channel still works: a good request next goes through.
+    spans = llm_spans(2, feature="after-malformed-grpc")
+    response = export_bytes(request_bytes(spans), metadata=[("authorization", f"Bearer {TOKEN}")], timeout=10)
+    assert ExportResponse.FromString(response).partial_success.rejected_spans == 0
+    secure.wait_stored(span_ids(spans))
+
+
 def test_requests_over_the_size_limit_get_413(secure, cert):
     cert_path, _ = cert
     context = ssl.create_default_context(cafile=str(cert_path))

@@ -460,3 +460,58 @@ def test_record_cache_hit_spans_are_priced_as_savings(priced_collector, spans):
         ("exact", "cached-answers", 0, Decimal(0))
     # The price file's 15% Anthropic discount applies to what was saved, too.
     assert row["app_cache_savings_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_DOWN")
+
+
+# -- the hot path's decoder: encoded attributes, decoded once and then looked up ------------------------------
+
+
+def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
+    """`calls_in` reads spans through a lighter schema with each attribute kept encoded and decoded once
+    (then looked up): every value kind, odd counts, a repeated key (the last wins), a message or its bytes,
+    first decode or look-up, all give the calls `attributes_of`/`facts_of` give."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+    from otel_llmcost.collector import normalize
+
+    def kv(key, **value):
+        return KeyValue(key=key, value=AnyValue(**value))
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend([kv("service.name", string_value="svc"), kv("n", int_value=0)])
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "some.instrumentation"
+    cases = [
+        [kv("gen_ai.usage.input_tokens", int_value=0), kv("gen_ai.usage.output_tokens", string_value="")],
+        [kv("gen_ai.usage.input_tokens", int_value=-5), kv("gen_ai.usage.output_tokens", double_value=3.5),
+         kv("gen_ai.request.model", string_value="gpt-4o")],
+        [kv("gen_ai.usage.input_tokens", bool_value=True), kv("gen_ai.provider.name", string_value="OpenAI")],
+        [kv("gen_ai.usage.input_tokens", string_value="12"), kv("gen_ai.request.model", string_value="m"),
+         kv("x.list", array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="a")])),
+         kv("x.map", kvlist_value=KeyValueList(values=[kv("a", int_value=1)])), kv("x.bytes", bytes_value=b"\1")],
+        [kv("gen_ai.usage.input_tokens", int_value=10), kv("gen_ai.usage.input_tokens", int_value=20)],
+        [kv("gen_ai.usage.input_tokens", int_value=10), kv("gen_ai.request.model", string_value="m"),
+         kv("gen_ai.request.model")],
+        [kv("gen_ai.usage.prompt_tokens", int_value=7), kv("gen_ai.usage.input_tokens", int_value=9),
+         kv("llmcost.prefix_length", string_value="abc"), kv("x.flag", bool_value=False), kv("x.d", double_value=0.0)],
+        [kv("llmcost.cache_hit.kind", string_value="semantic"), kv("llmcost.cache_hit.input_tokens", int_value=100),
+         kv("gen_ai.request.model", string_value="gpt-4o")],
+    ]
+    for i, attributes in enumerate(cases):
+        span = scope_spans.spans.add(trace_id=bytes(range(1, 17)), span_id=bytes([1, 2, 3, 4, 5, 6, 7, i + 1]),
+                                     name=f"span {i}", start_time_unix_nano=10**18, end_time_unix_nano=10**18 + 5)
+        span.attributes.extend(attributes)
+
+    def expected(span, resource_text):
+        facts, names_usage, names_cache_hit, rest = normalize.facts_of(normalize.attributes_of(span.attributes))
+        if not normalize.is_llm_call(facts, names_usage, names_cache_hit):
+            return None
+        return normalize.to_call(span, facts, names_usage, rest, "svc", "some.instrumentation", resource_text)
+
+    resource_text = {key: normalize.as_text(value) for key, value in
+                     normalize.attributes_of(resource_spans.resource.attributes).items()}
+    want = [c for c in (expected(span, resource_text) for span in scope_spans.spans) if c is not None]
+    assert len(want) == len(cases)
+    for source in (request, request.SerializeToString(), request):  # first decode, then look-ups
+        assert list(normalize.calls_in(source)) == want

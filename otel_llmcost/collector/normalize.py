@@ -262,16 +262,146 @@ def facts_of(attributes: dict[str, Any]) -> tuple[dict[str, Any], bool, bool, di
     return facts, names_usage, names_cache_hit, rest
 
 
-def calls_in(request: ExportTraceServiceRequest) -> Iterator[Call]:
-    """Every LLM call an OTLP export request describes; other spans are skipped."""
-    for resource_spans in request.resource_spans:
-        resource = attributes_of(resource_spans.resource.attributes)
+# -- the hot path: requests read through a lighter schema -----------------------------------------------------
+#
+# The same wire format as ExportTraceServiceRequest, with only the fields read here and each attribute (an OTLP
+# KeyValue) kept as its encoded bytes. Attribute encodings repeat from span to span (the provider, the models, the
+# project, the feature, the same token counts and users again and again), so each distinct encoding is decoded
+# once (`_attribute`), with what `span_facts` needs to know of it, and the next span with the same bytes costs
+# one dictionary look-up instead of five protobuf accessors.
+
+# The messages and fields read, named as in opentelemetry-proto, whose descriptors give their numbers and types.
+_LITE_FIELDS = {
+    "ExportTraceServiceRequest": ("resource_spans",),
+    "ResourceSpans": ("resource", "scope_spans"),
+    "Resource": ("attributes",),
+    "ScopeSpans": ("scope", "spans"),
+    "InstrumentationScope": ("name",),
+    "Span": ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano", "end_time_unix_nano",
+             "attributes", "status"),
+    "Status": ("code",),
+}
+
+
+def _lite_request_class() -> Any:
+    """ExportTraceServiceRequest's descriptors copied with only `_LITE_FIELDS`, attributes as bytes."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    package = "otel_llmcost.lite"
+    lite = descriptor_pb2.FileDescriptorProto(name="otel_llmcost/otlp_lite.proto", package=package, syntax="proto3")
+    descriptors, pending = {}, [ExportTraceServiceRequest.DESCRIPTOR]
+    while pending:  # the request's message types, by following its message fields
+        descriptor = pending.pop()
+        descriptors[descriptor.name] = descriptor
+        for name in _LITE_FIELDS[descriptor.name]:
+            field = descriptor.fields_by_name[name]
+            if field.message_type is not None and field.message_type.name in _LITE_FIELDS:
+                pending.append(field.message_type)
+    Field = descriptor_pb2.FieldDescriptorProto
+    for name, descriptor in descriptors.items():
+        message = descriptor_pb2.DescriptorProto()
+        descriptor.CopyToProto(message)
+        fields = [f for f in message.field if f.name in _LITE_FIELDS[name]]
+        out = lite.message_type.add(name=name)
+        for field in fields:
+            kept = out.field.add()
+            kept.CopyFrom(field)
+            if field.type == Field.TYPE_ENUM:  # (Status.code) an enum is a varint on the wire
+                kept.type = Field.TYPE_INT32
+                kept.ClearField("type_name")
+            elif field.type == Field.TYPE_MESSAGE:
+                short = field.type_name.rsplit(".", 1)[1]
+                if short in _LITE_FIELDS:
+                    kept.type_name = f".{package}.{short}"
+                else:  # a KeyValue: kept as its bytes
+                    kept.type = Field.TYPE_BYTES
+                    kept.ClearField("type_name")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(lite)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.ExportTraceServiceRequest"))
+
+
+LiteRequest = _lite_request_class()
+
+# encoded KeyValue -> (key, value, its SPELLINGS entry or None, the value as text); bounded, emptied when full.
+_ATTRIBUTES: dict[bytes, tuple[str, Any, Any, str]] = {}
+_ATTRIBUTES_MAX = 32_768  # (a few MiB at most; one-off values, e.g. token counts, empty it now and then)
+_ATTRIBUTE_MAX_BYTES = 256  # longer ones (prompts, ...) are rarely repeated: decoded each time, not kept
+
+
+def _attribute(encoded: bytes) -> tuple[str, Any, Any, str]:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    kv = KeyValue.FromString(encoded)
+    value = kv.value
+    kind = value.WhichOneof("value")
+    v = getattr(value, kind) if kind in SCALAR_KINDS else any_value(value)
+    entry = (kv.key, v, SPELLINGS.get(kv.key), v if type(v) is str else as_text(v))
+    if len(encoded) <= _ATTRIBUTE_MAX_BYTES and kind in SCALAR_KINDS:  # (lists and maps are not shared)
+        if len(_ATTRIBUTES) >= _ATTRIBUTES_MAX:
+            _ATTRIBUTES.clear()
+        _ATTRIBUTES[encoded] = entry
+    return entry
+
+
+def span_facts(encoded_attributes: Any) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
+    """`facts_of(attributes_of(...))` of a span's attributes as encoded KeyValues (`LiteRequest`), in one pass.
+    A key repeated in one span (the last one wins) sends the span through the two-pass path."""
+    attributes: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    rest: dict[str, str] = {}
+    names_usage = names_cache_hit = False
+    known = _ATTRIBUTES.get
+    for encoded in encoded_attributes:
+        entry = known(encoded)
+        key, v, spelling, text = entry if entry is not None else _attribute(encoded)
+        attributes[key] = v
+        if spelling is None:
+            rest[key] = text
+            continue
+        fact, rank, is_count, promoted, is_usage = spelling
+        if not promoted:
+            rest[key] = text
+        if is_usage:
+            names_usage = True
+        elif key == _CACHE_HIT_KIND:
+            names_cache_hit = True
+        if v is None:
+            continue
+        if rank and ranks.get(fact, rank) < rank:
+            continue  # a more specific spelling was already found
+        facts[fact] = v if is_count else text
+        ranks[fact] = rank
+    if len(attributes) != len(encoded_attributes):  # a repeated key: the last one wins, as in attributes_of
+        return facts_of(attributes)
+    return facts, names_usage, names_cache_hit, rest
+
+
+_CACHE_HIT_KIND = names.CACHE_HIT_KIND
+
+
+def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
+    """The request (a message or its protobuf bytes) read through `LiteRequest`."""
+    if not isinstance(request, (bytes, bytearray, memoryview)):
+        request = request.SerializeToString()
+    return LiteRequest.FromString(request)
+
+
+def calls_in(request: ExportTraceServiceRequest | bytes) -> Iterator[Call]:
+    """Every LLM call an OTLP export request (a message, or its protobuf bytes) describes; other spans are
+    skipped."""
+    for resource_spans in lite_request(request).resource_spans:
+        resource: dict[str, Any] = {}
+        for encoded in resource_spans.resource.attributes:
+            entry = _ATTRIBUTES.get(encoded) or _attribute(encoded)
+            resource[entry[0]] = entry[1]  # (the last of a repeated key wins)
         service_name = as_text(resource.get("service.name")) or "unknown_service"
         resource_text = {key: as_text(value) for key, value in resource.items()}
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
-                facts, names_usage, names_cache_hit, rest = facts_of(attributes_of(span.attributes))
+                facts, names_usage, names_cache_hit, rest = span_facts(span.attributes)
                 if not is_llm_call(facts, names_usage, names_cache_hit):
                     continue
                 yield to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text)
@@ -352,6 +482,12 @@ def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> Priced
 def one_per_call(calls: list[Call]) -> list[Call]:
     """Two nested spans can describe one call (an SDK's own span inside an instrumentation's span):
     keep one, ours if there is one, else the outer one."""
+    span_ids = {c.span_id for c in calls}
+    for call in calls:
+        if call.parent_span_id in span_ids:
+            break
+    else:
+        return calls  # no call's parent is among them (nearly always): nothing to choose
     by_span = {(c.trace_id, c.span_id): c for c in calls}
     dropped: set[tuple[str, str]] = set()
     for call in calls:

@@ -142,12 +142,12 @@ class Pipeline:
     def price(self, call: Call) -> Price:
         return self.catalog.price(call.provider, call.model, call.timestamp_ns, call.usage, call.service_tier)
 
-    def rows_for(self, request: ExportTraceServiceRequest, recent: RecentCalls | None = None,
+    def rows_for(self, request: ExportTraceServiceRequest | bytes, recent: RecentCalls | None = None,
                  skip: set[tuple[str, str]] | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
-        """Rows of the LLM calls in `request` not stored lately, and the (trace_id, span_id) of the calls left
-        out as already stored. The rows' calls are remembered as stored: the caller must store them.
-        `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay), dedup against an empty
-        `recent` and leave out exactly the calls left out then."""
+        """Rows of the LLM calls in `request` (a message or its protobuf bytes) not stored lately, and the
+        (trace_id, span_id) of the calls left out as already stored. The rows' calls are remembered as stored: the
+        caller must store them. `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay),
+        dedup against an empty `recent` and leave out exactly the calls left out then."""
         calls = one_per_call(list(calls_in(request)))
         if not calls:
             return [], []
@@ -220,7 +220,7 @@ class Pipeline:
 class Loader(threading.Thread):
     """Spool -> store, in order, in batches; the only thread that writes spans to the store."""
 
-    def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 5000, batch_seconds: float = 1.0,
+    def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 20_000, batch_seconds: float = 1.0,
                  retry_seconds: float = 0.5, max_retry_seconds: float = 5.0) -> None:
         super().__init__(name="llmcost-loader", daemon=True)
         self.pipeline = pipeline
@@ -247,6 +247,12 @@ class Loader(threading.Thread):
         # of the garbage collector's view, so that the collections the per-span garbage triggers do not walk it
         # each time (a full collection of it costs tens of ms).
         gc.freeze()
+        # And collected less often: the collector makes a few short-lived containers per span, and a young
+        # collection every 700 of them (the default) promotes a batch's rows into older generations, whose
+        # collections then walk the whole batch again and again (about 1 µs per span in all).
+        threshold, *older = gc.get_threshold()
+        if threshold:  # (0: the application turned automatic collection off)
+            gc.set_threshold(max(threshold, 10_000), *older)
         try:
             self._run()
         except BaseException as exc:  # never silently: the spool keeps the data for the next start
@@ -291,13 +297,9 @@ class Loader(threading.Thread):
 
     def _add(self, offset: int, payload: bytes, record_end: int, recent: RecentCalls | None = None,
              skip: set | None = None) -> None:
-        request = self.spool.parsed(offset)
-        if request is None:
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(payload)
         if self.end == self.start:
             self.first_at = time.monotonic()
-        rows, skipped = self.pipeline.rows_for(request, recent, skip)
+        rows, skipped = self.pipeline.rows_for(payload, recent, skip)
         self.rows.extend(rows)
         self.skipped.extend(skipped)
         self.records += 1

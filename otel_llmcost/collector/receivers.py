@@ -190,7 +190,7 @@ class Intake:
             raw = None  # the request changed
         if kept:
             try:
-                self.spool.append(raw if raw is not None else request.SerializeToString(), request)
+                self.spool.append(raw if raw is not None else request.SerializeToString())
             except SpoolFull as exc:
                 self.stats.add(requests_rejected_full=1)
                 store_down = self.stats.values["store_down"]
@@ -338,13 +338,23 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.intake = intake
         self.auth_token = auth_token
 
-    def Export(self, request: ExportRequest, context: grpc.ServicerContext) -> ExportResponse:
+    def Export(self, request: ExportRequest | bytes, context: grpc.ServicerContext) -> ExportResponse:
+        """`request`: the decoded request, or (registered by `add_to_server`) its protobuf bytes, decoded here, so
+        that the spool gets the bytes as they came instead of the request serialized again."""
         if self.auth_token:
             metadata = dict(context.invocation_metadata())
             if metadata.get("authorization") != f"Bearer {self.auth_token}":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        raw = None
+        if isinstance(request, bytes):
+            raw, request = request, ExportRequest()
+            try:
+                request.ParseFromString(raw)
+            except DecodeError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"request is not a valid protobuf ExportTraceServiceRequest: {exc}")
         try:
-            return self.intake.accept(request)
+            return self.intake.accept(request, raw)
         except Pushback as exc:
             # RetryInfo makes RESOURCE_EXHAUSTED retryable (OTLP spec) and tells exporters when.
             context.set_trailing_metadata([("google.rpc.retryinfo-bin", retry_info(exc.retry_after))])
@@ -353,6 +363,14 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         except Exception as exc:
             logger.exception("could not process an export request")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        """Registers Export like the generated `add_TraceServiceServicer_to_server`, but receiving the request's
+        bytes (no deserializer): Export decodes them itself and keeps them for the spool."""
+        handler = grpc.unary_unary_rpc_method_handler(
+            self.Export, request_deserializer=None, response_serializer=ExportResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -386,7 +404,7 @@ class Receivers:
         self.http_port = self.http.server_address[1]
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                                 options=[("grpc.max_receive_message_length", max_bytes)])
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(intake, auth_token), self.grpc)
+        TraceService(intake, auth_token).add_to_server(self.grpc)
         if tls_cert:
             with open(tls_cert, "rb") as f:
                 cert = f.read()

@@ -33,7 +33,6 @@ logger = logging.getLogger("otel_llmcost.collector")
 HEADER = struct.Struct("<II")
 SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 1 << 31
-CACHE_BYTES = 32 << 20
 
 
 class SpoolFull(Exception):
@@ -62,8 +61,6 @@ class Spool:
         self.inflight: tuple | None = tuple(state["inflight"]) if state.get("inflight") else None
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._cache: dict[int, tuple[object, int]] = {}  # record offset -> (decoded payload, its size)
-        self._cache_bytes = 0
         self.synced_changed = threading.Condition()
         self._open_tail()
         self.synced = self.written
@@ -123,9 +120,8 @@ class Spool:
         """Bytes accepted but not yet in the store."""
         return self.written - self.committed
 
-    def append(self, payload: bytes, parsed: object = None) -> int:
-        """Appends one record and returns once it is on disk (fsync'd); its end offset. Raises SpoolFull.
-        `parsed`: the payload already decoded, kept (within CACHE_BYTES) so the loader need not decode it again."""
+    def append(self, payload: bytes) -> int:
+        """Appends one record and returns once it is on disk (fsync'd); its end offset. Raises SpoolFull."""
         if len(payload) >= MAX_RECORD_BYTES:
             raise ValueError("record too large for the spool")
         record = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
@@ -143,11 +139,6 @@ class Spool:
             except OSError:  # e.g. disk full: cut the partial record, so that the next one starts clean
                 os.ftruncate(self.fd, self.written - self.segment_start)
                 raise
-            if parsed is not None:
-                self._cache[self.written] = (parsed, len(payload))
-                self._cache_bytes += len(payload)
-                while self._cache_bytes > CACHE_BYTES:
-                    self._cache_bytes -= self._cache.pop(next(iter(self._cache)))[1]
             self.written += len(record)
             self.records_appended += 1
             self.pending_records += 1
@@ -197,15 +188,6 @@ class Spool:
                     yield position, end, payload
                     read += HEADER.size + length
                     position = end
-
-    def parsed(self, offset: int) -> object:
-        """The decoded payload of the record at `offset`, if append kept it (once)."""
-        with self._write_lock:
-            entry = self._cache.pop(offset, None)
-            if entry is None:
-                return None
-            self._cache_bytes -= entry[1]
-            return entry[0]
 
     def wait(self, position: int, timeout: float) -> bool:
         """Waits until there is durable data past `position`; whether there is."""
