@@ -233,33 +233,42 @@ def attributes_of(key_values: Any) -> dict[str, Any]:
 
 
 def facts_of(attributes: dict[str, Any]) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
-    """In one pass: each fact's value (its most specific spelling that has a value), whether the span names
-    token usage or an application cache hit (by name, even without a value), and the attributes that are not
-    promoted to columns, as text."""
+    """`facts_of_entries` of attributes as a dict."""
+    return facts_of_entries([(key, value, SPELLINGS.get(key), value if type(value) is str else as_text(value))
+                             for key, value in attributes.items()])
+
+
+def facts_of_entries(
+    entries: Iterable[tuple[str, Any, Any, str]],
+) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
+    """In one pass over (key, value, its SPELLINGS entry or None, the value as text), one per key: each fact's
+    value (its most specific spelling that has a value), whether the span names token usage or an application
+    cache hit (by name, even without a value), and the attributes that are not promoted to columns, as text."""
     facts: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     names_usage = names_cache_hit = False
     rest: dict[str, str] = {}
-    spellings = SPELLINGS
-    for key, value in attributes.items():
-        spelling = spellings.get(key)
+    for key, value, spelling, text in entries:
         if spelling is None:
-            rest[key] = value if type(value) is str else as_text(value)
+            rest[key] = text
             continue
         fact, rank, is_count, promoted, is_usage = spelling
         if not promoted:
-            rest[key] = value if type(value) is str else as_text(value)
+            rest[key] = text
         if is_usage:
             names_usage = True
-        elif key == names.CACHE_HIT_KIND:
+        elif key == _CACHE_HIT_KIND:
             names_cache_hit = True
         if value is None:
             continue
         if rank and ranks.get(fact, rank) < rank:
             continue  # a more specific spelling was already found
-        facts[fact] = value if is_count or type(value) is str else as_text(value)
+        facts[fact] = value if is_count else text
         ranks[fact] = rank
     return facts, names_usage, names_cache_hit, rest
+
+
+_CACHE_HIT_KIND = names.CACHE_HIT_KIND
 
 
 # -- the hot path: requests read through a lighter schema -----------------------------------------------------
@@ -345,40 +354,12 @@ def _attribute(encoded: bytes) -> tuple[str, Any, Any, str]:
 
 
 def span_facts(encoded_attributes: Any) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
-    """`facts_of(attributes_of(...))` of a span's attributes as encoded KeyValues (`LiteRequest`), in one pass.
-    A key repeated in one span (the last one wins) sends the span through the two-pass path."""
-    attributes: dict[str, Any] = {}
-    facts: dict[str, Any] = {}
-    ranks: dict[str, int] = {}
-    rest: dict[str, str] = {}
-    names_usage = names_cache_hit = False
+    """`facts_of(attributes_of(...))` of a span's attributes as encoded KeyValues (`LiteRequest`)."""
     known = _ATTRIBUTES.get
-    for encoded in encoded_attributes:
-        entry = known(encoded)
-        key, v, spelling, text = entry if entry is not None else _attribute(encoded)
-        attributes[key] = v
-        if spelling is None:
-            rest[key] = text
-            continue
-        fact, rank, is_count, promoted, is_usage = spelling
-        if not promoted:
-            rest[key] = text
-        if is_usage:
-            names_usage = True
-        elif key == _CACHE_HIT_KIND:
-            names_cache_hit = True
-        if v is None:
-            continue
-        if rank and ranks.get(fact, rank) < rank:
-            continue  # a more specific spelling was already found
-        facts[fact] = v if is_count else text
-        ranks[fact] = rank
-    if len(attributes) != len(encoded_attributes):  # a repeated key: the last one wins, as in attributes_of
-        return facts_of(attributes)
-    return facts, names_usage, names_cache_hit, rest
-
-
-_CACHE_HIT_KIND = names.CACHE_HIT_KIND
+    entries = [known(encoded) or _attribute(encoded) for encoded in encoded_attributes]
+    by_key = {entry[0]: entry for entry in entries}
+    # A key repeated in one span: the last value wins, in the first one's place, as in attributes_of.
+    return facts_of_entries(entries if len(by_key) == len(entries) else by_key.values())
 
 
 def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
