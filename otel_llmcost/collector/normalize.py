@@ -32,6 +32,7 @@ import json
 from typing import Any, Iterable, Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from .. import names
 from .pricing import PricedUsage
@@ -339,8 +340,6 @@ _ATTRIBUTE_MAX_BYTES = 256  # longer ones (prompts, ...) are rarely repeated: de
 
 
 def _attribute(encoded: bytes) -> tuple[str, Any, Any, str]:
-    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
     kv = KeyValue.FromString(encoded)
     value = kv.value
     kind = value.WhichOneof("value")

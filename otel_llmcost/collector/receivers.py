@@ -32,7 +32,7 @@ import grpc
 from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..store import QUERY_PATH, StoreError, encode_value
 from .spool import Spool, SpoolFull
@@ -85,6 +85,16 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+def decode_protobuf(data: bytes, what: str) -> ExportRequest:
+    """An export request from its protobuf bytes; BadRequest naming the problem (`what`: "body", "request")."""
+    request = ExportRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        raise BadRequest(f"{what} is not a valid protobuf ExportTraceServiceRequest: {exc}") from exc
+    return request
+
+
 def decode_http_body(body: bytes, content_type: str, content_encoding: str,
                      limit: int = MAX_BODY_BYTES) -> tuple[ExportRequest, bool, bytes]:
     """The export request in an HTTP body, whether it was JSON, and the decompressed body."""
@@ -93,12 +103,7 @@ def decode_http_body(body: bytes, content_type: str, content_encoding: str,
     if media_type == "application/json":
         return decode_json(body), True, body
     if media_type in ("application/x-protobuf", "application/protobuf", ""):
-        request = ExportRequest()
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"body is not a valid protobuf ExportTraceServiceRequest: {exc}") from exc
-        return request, False, body
+        return decode_protobuf(body, "body"), False, body
     raise BadRequest(f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json")
 
 
@@ -333,26 +338,23 @@ def retry_info(seconds: int) -> bytes:
     return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds)).SerializeToString()
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class TraceService:
+    """OTLP/gRPC `Export`, registered (`add_to_server`) to receive the request's bytes: they are decoded here and
+    kept as they came for the spool, instead of being serialized again."""
+
     def __init__(self, intake: Intake, auth_token: str | None) -> None:
         self.intake = intake
         self.auth_token = auth_token
 
-    def Export(self, request: ExportRequest | bytes, context: grpc.ServicerContext) -> ExportResponse:
-        """`request`: the decoded request, or (registered by `add_to_server`) its protobuf bytes, decoded here, so
-        that the spool gets the bytes as they came instead of the request serialized again."""
+    def Export(self, raw: bytes, context: grpc.ServicerContext) -> ExportResponse:
         if self.auth_token:
             metadata = dict(context.invocation_metadata())
             if metadata.get("authorization") != f"Bearer {self.auth_token}":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        raw = None
-        if isinstance(request, bytes):
-            raw, request = request, ExportRequest()
-            try:
-                request.ParseFromString(raw)
-            except DecodeError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"request is not a valid protobuf ExportTraceServiceRequest: {exc}")
+        try:
+            request = decode_protobuf(raw, "request")
+        except BadRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             return self.intake.accept(request, raw)
         except Pushback as exc:
@@ -365,8 +367,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
     def add_to_server(self, server: grpc.Server) -> None:
-        """Registers Export like the generated `add_TraceServiceServicer_to_server`, but receiving the request's
-        bytes (no deserializer): Export decodes them itself and keeps them for the spool."""
+        """Registers Export like the generated `add_TraceServiceServicer_to_server`, but with no deserializer."""
         handler = grpc.unary_unary_rpc_method_handler(
             self.Export, request_deserializer=None, response_serializer=ExportResponse.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
