@@ -497,6 +497,9 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
          kv("llmcost.prefix_length", string_value="abc"), kv("x.flag", bool_value=False), kv("x.d", double_value=0.0)],
         [kv("llmcost.cache_hit.kind", string_value="semantic"), kv("llmcost.cache_hit.input_tokens", int_value=100),
          kv("gen_ai.request.model", string_value="gpt-4o")],
+        # a repeated key whose last value is empty: a less specific spelling's value is the one read
+        [kv("gen_ai.usage.input_tokens", int_value=5), kv("gen_ai.usage.prompt_tokens", int_value=7),
+         kv("x.other", string_value="a"), kv("gen_ai.usage.input_tokens"), kv("x.other", string_value="b")],
     ]
     for i, attributes in enumerate(cases):
         span = scope_spans.spans.add(trace_id=bytes(range(1, 17)), span_id=bytes([1, 2, 3, 4, 5, 6, 7, i + 1]),
@@ -515,3 +518,4 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
     assert len(want) == len(cases)
     for source in (request, request.SerializeToString(), request):  # first decode, then look-ups
         assert list(normalize.calls_in(source)) == want
+    assert want[-1].usage.input_tokens == 7 and want[-1].attributes == {"x.other": "b"}

@@ -235,41 +235,54 @@ def attributes_of(key_values: Any) -> dict[str, Any]:
 
 def facts_of(attributes: dict[str, Any]) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
     """`facts_of_entries` of attributes as a dict."""
-    return facts_of_entries([(key, value, SPELLINGS.get(key), value if type(value) is str else as_text(value))
-                             for key, value in attributes.items()])
+    return facts_of_entries([attribute_entry(key, value) for key, value in attributes.items()])
 
 
-def facts_of_entries(
-    entries: Iterable[tuple[str, Any, Any, str]],
-) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
-    """In one pass over (key, value, its SPELLINGS entry or None, the value as text), one per key: each fact's
-    value (its most specific spelling that has a value), whether the span names token usage or an application
-    cache hit (by name, even without a value), and the attributes that are not promoted to columns, as text."""
+# What `facts_of_entries` needs to know of one attribute, worked out once per distinct attribute:
+# (key, its fact or None, the spelling's rank, the fact's value (a count as sent, any other fact as text) or
+# None, the text kept in the `attributes` column or None (promoted to a column), 1 names usage / 2 a cache hit).
+AttributeEntry = tuple[str, "str | None", int, Any, "str | None", int]
+
+
+def attribute_entry(key: str, value: Any) -> AttributeEntry:
+    text = value if type(value) is str else as_text(value)
+    spelling = SPELLINGS.get(key)
+    if spelling is None:
+        return key, None, 0, None, text, 0
+    fact, rank, is_count, promoted, is_usage = spelling
+    fact_value = None if value is None else value if is_count else text
+    flag = 1 if is_usage else 2 if key == names.CACHE_HIT_KIND else 0
+    return key, fact, rank, fact_value, None if promoted else text, flag
+
+
+def facts_of_entries(entries: list[AttributeEntry]) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
+    """In one pass over a span's attributes (`attribute_entry`s, in order): each fact's value (its most
+    specific spelling that has a value), whether the span names token usage or an application cache hit (by
+    name, even without a value), and the attributes that are not promoted to columns, as text. A key repeated
+    in one span reads as in a dict: its last value, in its first place."""
     facts: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     names_usage = names_cache_hit = False
     rest: dict[str, str] = {}
-    for key, value, spelling, text in entries:
-        if spelling is None:
-            rest[key] = text
+    for key, fact, rank, value, text, flag in entries:
+        if text is not None:
+            rest[key] = text  # (a repeated key: the last text, in the first place)
+        if fact is None:
             continue
-        fact, rank, is_count, promoted, is_usage = spelling
-        if not promoted:
-            rest[key] = text
-        if is_usage:
-            names_usage = True
-        elif key == _CACHE_HIT_KIND:
-            names_cache_hit = True
-        if value is None:
-            continue
-        if rank and ranks.get(fact, rank) < rank:
-            continue  # a more specific spelling was already found
-        facts[fact] = value if is_count else text
+        if flag:
+            if flag == 1:
+                names_usage = True
+            else:
+                names_cache_hit = True
+        best = ranks.get(fact)
+        if best == rank:
+            # This spelling again, so this key again (rare): read the entries as a dict would keep them.
+            return facts_of_entries(list({entry[0]: entry for entry in entries}.values()))
+        if value is None or (best is not None and best < rank):
+            continue  # no value, or a more specific spelling was already found
+        facts[fact] = value
         ranks[fact] = rank
     return facts, names_usage, names_cache_hit, rest
-
-
-_CACHE_HIT_KIND = names.CACHE_HIT_KIND
 
 
 # -- the hot path: requests read through a lighter schema -----------------------------------------------------
@@ -333,32 +346,29 @@ def _lite_request_class() -> Any:
 
 LiteRequest = _lite_request_class()
 
-# encoded KeyValue -> (key, value, its SPELLINGS entry or None, the value as text); bounded, emptied when full.
-_ATTRIBUTES: dict[bytes, tuple[str, Any, Any, str]] = {}
+# encoded KeyValue -> (its key and value, its `attribute_entry`); bounded, emptied when full.
+_ATTRIBUTES: dict[bytes, tuple[str, Any, AttributeEntry]] = {}
 _ATTRIBUTES_MAX = 32_768  # (a few MiB at most; one-off values, e.g. token counts, empty it now and then)
 _ATTRIBUTE_MAX_BYTES = 256  # longer ones (prompts, ...) are rarely repeated: decoded each time, not kept
 
 
-def _attribute(encoded: bytes) -> tuple[str, Any, Any, str]:
+def _attribute(encoded: bytes) -> tuple[str, Any, AttributeEntry]:
     kv = KeyValue.FromString(encoded)
     value = kv.value
     kind = value.WhichOneof("value")
     v = getattr(value, kind) if kind in SCALAR_KINDS else any_value(value)
-    entry = (kv.key, v, SPELLINGS.get(kv.key), v if type(v) is str else as_text(v))
+    decoded = (kv.key, v, attribute_entry(kv.key, v))
     if len(encoded) <= _ATTRIBUTE_MAX_BYTES and kind in SCALAR_KINDS:  # (lists and maps are not shared)
         if len(_ATTRIBUTES) >= _ATTRIBUTES_MAX:
             _ATTRIBUTES.clear()
-        _ATTRIBUTES[encoded] = entry
-    return entry
+        _ATTRIBUTES[encoded] = decoded
+    return decoded
 
 
 def span_facts(encoded_attributes: Any) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
     """`facts_of(attributes_of(...))` of a span's attributes as encoded KeyValues (`LiteRequest`)."""
     known = _ATTRIBUTES.get
-    entries = [known(encoded) or _attribute(encoded) for encoded in encoded_attributes]
-    by_key = {entry[0]: entry for entry in entries}
-    # A key repeated in one span: the last value wins, in the first one's place, as in attributes_of.
-    return facts_of_entries(entries if len(by_key) == len(entries) else by_key.values())
+    return facts_of_entries([(known(encoded) or _attribute(encoded))[2] for encoded in encoded_attributes])
 
 
 def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
@@ -374,8 +384,8 @@ def calls_in(request: ExportTraceServiceRequest | bytes) -> Iterator[Call]:
     for resource_spans in lite_request(request).resource_spans:
         resource: dict[str, Any] = {}
         for encoded in resource_spans.resource.attributes:
-            entry = _ATTRIBUTES.get(encoded) or _attribute(encoded)
-            resource[entry[0]] = entry[1]  # (the last of a repeated key wins)
+            key, value, _ = _ATTRIBUTES.get(encoded) or _attribute(encoded)
+            resource[key] = value  # (the last of a repeated key wins)
         service_name = as_text(resource.get("service.name")) or "unknown_service"
         resource_text = {key: as_text(value) for key, value in resource.items()}
         for scope_spans in resource_spans.scope_spans:
@@ -438,25 +448,36 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
 
 
 def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:
+    # count_of of each count, in this order (the notes' order); a plain count, nearly always, is taken as is
+    # without the call (once per count per span).
     get = facts.get
-    input_tokens = count_of(get("input"), notes)
-    cache_read = count_of(get("cache_read"), notes)
-    cache_write = count_of(get("cache_write"), notes)
+    v = get("input", 0)
+    input_tokens = v if type(v) is int and v >= 0 else count_of(v, notes)
+    v = get("cache_read", 0)
+    cache_read = v if type(v) is int and v >= 0 else count_of(v, notes)
+    v = get("cache_write", 0)
+    cache_write = v if type(v) is int and v >= 0 else count_of(v, notes)
     if cache_read + cache_write and scope_name.startswith(INPUT_EXCLUDES_CACHE_SCOPES):
         input_tokens += cache_read + cache_write  # known to report Anthropic's raw input (cache excluded)
     elif cache_read + cache_write > input_tokens:
         # Input tokens that exclude the cache (Anthropic's raw `input_tokens`): the conventions count it in.
         notes.append(f"input tokens {input_tokens} excluded cache reads and writes: counted them in")
         input_tokens += cache_read + cache_write
-    return PricedUsage(
-        input_tokens=input_tokens,
-        output_tokens=count_of(get("output"), notes),
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        cache_write_1h_tokens=min(count_of(get("cache_write_1h"), notes), cache_write),
-        reasoning_tokens=count_of(get("reasoning"), notes),
-        web_searches=count_of(get("web_searches"), notes),
-    )
+    v = get("output", 0)
+    output_tokens = v if type(v) is int and v >= 0 else count_of(v, notes)
+    v = get("cache_write_1h", 0)
+    cache_write_1h = min(v if type(v) is int and v >= 0 else count_of(v, notes), cache_write)
+    v = get("reasoning", 0)
+    reasoning = v if type(v) is int and v >= 0 else count_of(v, notes)
+    v = get("web_searches", 0)
+    web_searches = v if type(v) is int and v >= 0 else count_of(v, notes)
+    return _new_usage(PricedUsage, (input_tokens, output_tokens, cache_read, cache_write, cache_write_1h, reasoning,
+                                    web_searches))
+
+
+_new_usage = tuple.__new__  # (PricedUsage's fields in order, without its keyword-argument constructor)
+assert PricedUsage._fields == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                               "cache_write_1h_tokens", "reasoning_tokens", "web_searches")
 
 
 def one_per_call(calls: list[Call]) -> list[Call]:
