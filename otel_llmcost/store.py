@@ -217,13 +217,16 @@ class Store:
             settings["optimize_on_insert"] = 0
         if self.cluster:
             settings["distributed_foreground_insert"] = 1  # shards get the rows (and the token) before we ack
+        settings["input_format_native_allow_types_conversion"] = 1  # (decimals sent as text, below)
         if self.fault_file and os.path.exists(self.fault_file):
             raise StoreError(f"store down (fault injection: {self.fault_file} exists)")
         if not rows:
             return
         columns = list(zip(*rows))  # column-oriented: the client serializes each column in one go
         with self.lock:
-            types = self._column_types(table, tuple(column_names))
+            types, as_text = self._column_types(table, tuple(column_names))
+            for i in as_text:
+                columns[i] = [None if value is None else str(value) for value in columns[i]]
             try:
                 self.client.insert(table, columns, column_names=list(column_names), column_types=types,
                                    column_oriented=True, settings=settings)
@@ -231,17 +234,26 @@ class Store:
                 self._types.pop((table, tuple(column_names)), None)  # the table may have changed: ask again
                 raise
 
-    def _column_types(self, table: str, column_names: tuple[str, ...]) -> list[Any]:
-        """The columns' types, asked once per table (the client would ask before every insert)."""
-        types = self._types.get((table, column_names))
-        if types is None:
+    def _column_types(self, table: str, column_names: tuple[str, ...]) -> tuple[list[Any], list[int]]:
+        """The types the columns are sent as, asked once per table (the client would ask before every insert),
+        and which columns go as text. Decimals do: the client's Decimal writer turns each value into text and
+        back into a Decimal before scaling it (about 0.3 µs a value, seven per span), while ClickHouse reads a
+        decimal's text exactly, casting it to the column's type as it reads the block."""
+        cached = self._types.get((table, column_names))
+        if cached is None:
             from clickhouse_connect.datatypes.registry import get_from_name
 
             described = {row[0]: row[1] for row in
                          self.client.query(f"DESCRIBE TABLE {quote_identifier(table)}").result_rows}
-            types = [get_from_name(described[name]) for name in column_names]
-            self._types[(table, column_names)] = types
-        return types
+            types, as_text = [], []
+            for i, name in enumerate(column_names):
+                type_name = described[name]
+                if re.fullmatch(r"(Nullable\()?Decimal(32|64|128|256)?\(.*", type_name):
+                    type_name = "Nullable(String)" if type_name.startswith("Nullable(") else "String"
+                    as_text.append(i)
+                types.append(get_from_name(type_name))
+            cached = self._types[(table, column_names)] = (types, as_text)
+        return cached
 
     def query(self, sql: str, parameters: dict | None = None) -> QueryResult:
         with self.lock:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_llmcost.store import RemoteStore
+from otel_llmcost.store import RemoteStore, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +113,15 @@ class CollectorProcess:
                 return n
             time.sleep(0.1)
         raise AssertionError(f"expected {count} rows, found {n}; collector log:\n{self.log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An embedded store (chDB, in this process) with the schema applied; one per test module."""
+    store = Store(f"chdb://{tmp_path_factory.mktemp('store') / 'store'}")
+    store.migrate()
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="module")

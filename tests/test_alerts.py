@@ -16,7 +16,6 @@ from otel_llmcost.alerts import PARAM_RE, PLACEHOLDER_RE, RULE_NAMES, TO_TIME, l
 from otel_llmcost.alerts.backtest import backtest, evaluate
 from otel_llmcost.budgets import set_budget
 from otel_llmcost.simulate import seed_store
-from otel_llmcost.store import Store
 
 END = datetime(2026, 11, 18, 15, 0, tzinfo=timezone.utc)  # a Wednesday
 INCIDENT = END - timedelta(minutes=90)
@@ -24,11 +23,8 @@ DAYS = 8
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = Store(f"chdb://{tmp_path_factory.mktemp('alerts') / 'store'}")
-    store.migrate()
-    yield store
-    store.close()
+def store(empty_store):
+    return empty_store
 
 
 def load(store, scenario: str, budgets=()) -> None:

@@ -24,7 +24,6 @@ from otel_llmcost.alerts.macros import ALL, expand
 from otel_llmcost.alerts.provision import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID, generated_files
 from otel_llmcost.budgets import set_budget
 from otel_llmcost.simulate import seed_store
-from otel_llmcost.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -33,14 +32,11 @@ ALL_VARS = {v: ALL for v in ("service", "project", "feature", "provider", "model
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = Store(f"chdb://{tmp_path_factory.mktemp('grafana') / 'store'}")
-    store.migrate()
-    seed_store(store, 8, END, "spike")
-    set_budget(store, "all", None, "day", 50)
-    set_budget(store, "all", None, "month", 600)
-    yield store
-    store.close()
+def store(empty_store):
+    seed_store(empty_store, 8, END, "spike")
+    set_budget(empty_store, "all", None, "day", 50)
+    set_budget(empty_store, "all", None, "month", 600)
+    return empty_store
 
 
 def as_json(obj) -> object:
