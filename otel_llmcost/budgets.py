@@ -36,20 +36,20 @@ WITH
     ),
     spend AS (
         SELECT 'all' AS scope, '' AS scope_value, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now()), 'UTC')
+        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
         UNION ALL SELECT 'project', project, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now()), 'UTC')
+        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
         UNION ALL SELECT 'feature', feature, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now()), 'UTC')
+        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
         UNION ALL SELECT 'user', user_id, minute, cost_usd FROM llm_user_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now()), 'UTC')
+        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
     )
 SELECT b.scope, b.scope_value, b.period, b.amount_usd,
        if(b.period = 'day', s.today, s.month) AS spent_usd,
        round(100 * spent_usd / b.amount_usd, 1) AS spent_pct
 FROM budgets AS b
 LEFT JOIN (
-    SELECT scope, scope_value, sum(cost_usd) AS month, sumIf(cost_usd, minute >= toStartOfDay(now())) AS today
+    SELECT scope, scope_value, sum(cost_usd) AS month, sumIf(cost_usd, minute >= toStartOfDay(now('UTC'))) AS today
     FROM spend GROUP BY scope, scope_value
 ) AS s ON b.scope = s.scope AND b.scope_value = s.scope_value
 ORDER BY b.scope, b.scope_value, b.period

@@ -37,13 +37,13 @@ FROM (
     SELECT provider, model, calls, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, cost_usd,
            unpriced_calls
     FROM llm_rollup_1m
-    WHERE minute >= toStartOfMinute(now() - toIntervalSecond({seconds:UInt64}))
-      AND minute < toStartOfHour(toStartOfMinute(now() - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
+    WHERE minute >= toStartOfMinute(now('UTC') - toIntervalSecond({seconds:UInt64}))
+      AND minute < toStartOfHour(toStartOfMinute(now('UTC') - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
     UNION ALL
     SELECT provider, model, sum(calls), sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
            sum(output_tokens), sum(cost_usd), sum(unpriced_calls)
     FROM llm_rollup_1m
-    WHERE toStartOfHour(minute) >= toStartOfHour(toStartOfMinute(now() - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
+    WHERE toStartOfHour(minute) >= toStartOfHour(toStartOfMinute(now('UTC') - toIntervalSecond({seconds:UInt64})) + toIntervalMinute(59))
     GROUP BY provider, model
 )
 GROUP BY provider, model

@@ -191,3 +191,42 @@ def test_backtest_resolves_and_is_fast_over_a_week(store):
     elapsed = time.monotonic() - began
     print(f"7 days at 5m, all rules: {elapsed:.1f} s, {len(week)} events")
     assert any(e.rule == "spend_spike_without_traffic" for e in week)
+
+
+def test_periods_are_utc_whatever_the_servers_time_zone(store):
+    """Budget periods are UTC days and months, and the rollups' hours UTC hours, on a server (or the embedded
+    engine) in any time zone, with Grafana's `$__toTime` (a DateTime in the server's zone) as the evaluation time:
+    every rule, the budget status, the report and every dashboard panel give what they give in UTC. Kolkata is 5:30 ahead (its midnights
+    and hours fall inside UTC hours), Los Angeles 8 hours behind."""
+    from otel_llmcost.alerts.dashboards import PANELS
+    from otel_llmcost.alerts.macros import ALL, expand
+    from otel_llmcost.budgets import STATUS_SQL
+    from otel_llmcost.cli import REPORT_SQL
+
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)  # the status and the report read now()
+    for table in ("llm_spans", "llm_rollup_1m", "llm_user_rollup_1m", "llm_budgets"):
+        store.command(f"TRUNCATE TABLE {table}")
+    seed_store(store, 3, now, "burn")
+    for scope, value, period, amount in (("all", "", "day", 5), ("all", "", "month", 20), ("project", "support", "day", 2),
+                                         ("feature", "reply-draft", "month", 6)):
+        set_budget(store, scope, value, period, amount)
+    grafana_to_time = f"toDateTime({int(now.timestamp())})"  # as the ClickHouse datasource expands it
+    queries = [(rule.name, rule.render().replace(TO_TIME, grafana_to_time), None) for rule in load_rules()]
+    queries += [("budget status", STATUS_SQL, None), ("report 36h", REPORT_SQL, {"seconds": 36 * 3600})]
+    every_value = {v: ALL for v in ("service", "project", "feature", "provider", "model")}
+    queries += [(f"panel {title}", expand(panel.sql, now - timedelta(hours=36), now, 300, every_value), None)
+                for title, panel in PANELS.items()]
+
+    def results(zone):
+        store.client.set_client_setting("session_timezone", zone)
+        try:
+            return {name: sorted(map(repr, store.query(sql, parameters).rows)) for name, sql, parameters in queries}
+        finally:
+            store.client.set_client_setting("session_timezone", "UTC")
+
+    in_utc = results("UTC")
+    assert any(in_utc[rule] for rule in ("budget_threshold", "budget_projection")), "the budgets should be read"
+    assert in_utc["budget status"] and in_utc["report 36h"]
+    for zone in ("Asia/Kolkata", "America/Los_Angeles"):
+        differ = sorted(name for name, rows in results(zone).items() if rows != in_utc[name])
+        assert differ == [], zone

@@ -52,12 +52,12 @@ ORDER BY time"""
 # The month so far at the dashboard's end time, and the budget of the whole organisation (scope all).
 _MONTH = f"""SELECT
     sum(cost_usd) AS month_to_date_usd,
-    toFloat64(month_to_date_usd) / greatest(1, dateDiff('second', toDateTime(toStartOfMonth($__toTime), 'UTC'), $__toTime))
-        * toDayOfMonth(toLastDayOfMonth($__toTime)) * 86400 AS projected_month_end_usd,
+    toFloat64(month_to_date_usd) / greatest(1, dateDiff('second', toDateTime(toStartOfMonth(toTimeZone($__toTime, 'UTC')), 'UTC'), $__toTime))
+        * toDayOfMonth(toLastDayOfMonth(toTimeZone($__toTime, 'UTC'))) * 86400 AS projected_month_end_usd,
     (SELECT sum(amount_usd) FROM llm_budgets FINAL
      WHERE is_deleted = 0 AND scope = 'all' AND period = 'month') AS monthly_budget_usd
 FROM {ROLLUP}
-WHERE minute >= toDateTime(toStartOfMonth($__toTime), 'UTC') AND minute < $__toTime
+WHERE minute >= toDateTime(toStartOfMonth(toTimeZone($__toTime, 'UTC')), 'UTC') AND minute < $__toTime
   AND {F}"""
 
 _TODAY = f"""SELECT
@@ -65,7 +65,7 @@ _TODAY = f"""SELECT
     (SELECT sum(amount_usd) FROM llm_budgets FINAL
      WHERE is_deleted = 0 AND scope = 'all' AND period = 'day') AS daily_budget_usd
 FROM {ROLLUP}
-WHERE minute >= toStartOfDay($__toTime) AND minute < $__toTime
+WHERE minute >= toStartOfDay(toTimeZone($__toTime, 'UTC')) AND minute < $__toTime
   AND {F}"""
 
 _USERS = f"""SELECT user_id, sum(cost_usd) AS spend_usd, sum(calls) AS calls
@@ -109,14 +109,14 @@ WHERE $__timeFilter(minute)
 FROM (
     SELECT toStartOfHour(minute) AS hour, sum(cost_usd) AS cost, sum(calls) AS n
     FROM {ROLLUP}
-    WHERE toStartOfHour(minute) >= toDateTime(toStartOfMonth($__toTime), 'UTC') - toIntervalMonth(12)
-      AND toStartOfHour(minute) < toStartOfHour($__toTime)
+    WHERE toStartOfHour(minute) >= toDateTime(toStartOfMonth(toTimeZone($__toTime, 'UTC')), 'UTC') - toIntervalMonth(12)
+      AND toStartOfHour(minute) < toStartOfHour(toTimeZone($__toTime, 'UTC'))
       AND {F}
     GROUP BY hour
     UNION ALL
     SELECT toStartOfHour(minute) AS hour, sum(cost_usd) AS cost, sum(calls) AS n
     FROM {ROLLUP}
-    WHERE minute >= toStartOfHour($__toTime) AND minute < $__toTime
+    WHERE minute >= toStartOfHour(toTimeZone($__toTime, 'UTC')) AND minute < $__toTime
       AND {F}
     GROUP BY hour
 )

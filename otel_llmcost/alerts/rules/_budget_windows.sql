@@ -3,7 +3,7 @@
 -- days (UTC) read by the hour; the evaluation times) and `wm`, the windows (this period so far, win 0, and the same span of
 -- the previous period, win 1) of every t, keyed by the units that can fall in them: a minute's hour, an hour's day
 -- (+1 s) and a day's month (+2 s), each window's part [s, e) of that level.
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     (SELECT (toDateTime(toStartOfMonth(min(t)), 'UTC') - toIntervalMonth(1), max(t), toStartOfHour(max(t)),
              groupUniqArrayArray([toStartOfHour(t), toStartOfHour(t - toIntervalDay(1)), toStartOfHour(t - toIntervalMonth(1))]),
              groupUniqArrayArray(arrayMap(x -> toStartOfDay(toTimeZone(x, 'UTC')),

@@ -13,7 +13,7 @@
 -- over its period (a day, or the days of the current month); a window's burn rate is its spend over what the
 -- even pace allows in that window. Budgets are rows of llm_budgets (scope all | project | feature | user).
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     -- include: _budgets,
     -- include: _budget_spend,
     per_budget AS (

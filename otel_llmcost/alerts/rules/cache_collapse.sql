@@ -11,7 +11,7 @@
 -- param drop Float64 0.5: fire when the hit rate fell by more than this share of its baseline (0.5 = halved)
 -- param min_input_tokens UInt64 10000: windows with fewer input tokens never fire
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     -- include: _model_windows,
     per_key AS (
         SELECT t, service_name, project, feature,

@@ -11,7 +11,7 @@
 -- param min_calls UInt32 10: windows with fewer requests never fire
 -- param min_spend_usd Float64 0.5: windows that spent less than this never fire
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     -- include: _model_windows,
     per_key AS (
         SELECT t, service_name, project, feature, model,

@@ -11,7 +11,7 @@
 -- param min_spend_usd Float64 1.0: days that spent less than this so far never fire
 -- param min_history_days UInt32 7: fire only with at least this many earlier days of traffic
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     -- Each day's window [day start, t - d days) is its whole hours, read from the hourly projection of the
     -- rollup (031, level 'h'), and the minutes of its last, partial hour (level 'm'): `grid` holds the units
     -- (level, at) of every window, and joining it to `series` gives the windows' spend in one pass (the hours

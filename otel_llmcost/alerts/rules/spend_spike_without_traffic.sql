@@ -16,7 +16,7 @@
 -- backtest to every step of its range. Every window is [start, end) in whole minutes, read from running
 -- totals per key (ASOF joins), so many evaluation times cost one pass over the rollup.
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     -- include: _model_windows,
     per_day AS (
         SELECT t, service_name, project, feature, d, sum(w_cost) AS cost, sum(w_n) AS n, argMax(model, w_cost) AS top_model

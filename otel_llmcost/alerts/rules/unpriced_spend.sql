@@ -8,7 +8,7 @@
 -- param window_minutes UInt32 60: the recent window, in minutes
 -- param min_unpriced_calls UInt32 1: fire from this many unpriced calls in the window
 WITH
-    eval AS (SELECT toStartOfMinute($__toTime) AS t),
+    eval AS (SELECT toStartOfMinute(toTimeZone($__toTime, 'UTC')) AS t),
     series AS (
         SELECT service_name, project, feature, model, minute,
                toFloat64(sum(unpriced_calls)) AS unpriced, toFloat64(sum(calls)) AS n
