@@ -3,7 +3,8 @@
 Each (venv, variant) runs as its own process (instrumentations patch globals and cannot be undone
 cleanly); the rounds are interleaved (bare, ours, native, bare@peer, peer, ... then again) and each
 variant's added cost is taken against the bare run of the same venv in the same round.
-Per-chunk cost = (added for a 22-chunk stream − added for a 2-chunk stream) / 20.
+Per-chunk cost = (added for a 102-chunk stream − added for a 2-chunk stream) / 100 (over 100 chunks, so that
+the noise of two per-call figures is divided by 100).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from . import venvs
 from .common import log, median, percentile, run_json, spread, table
 
-SMALL, LARGE = 2, 22
+SMALL, LARGE = 2, 102
 SCENARIOS = [  # (column, plain key, stream?)
     ("OpenAI chat", "openai_chat"),
     ("OpenAI stream, per call", f"openai_stream_{SMALL}"),
