@@ -214,6 +214,43 @@ def floor(n: int) -> dict:
         "floor_0": time_per_call(lambda: tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT).end(), n * 10),
     }
     provider.force_flush()
+    out.update(stream_event_cost(n))
+    return out
+
+
+def stream_event_cost(n: int) -> dict:
+    """Our stream wrapper alone, per event: the events of a real stream (parsed by the SDK, bare) iterated
+    through the wrapper and its reader, against the same events iterated bare; one span ended per pass."""
+    import openai  # noqa: F401  (the SDKs' event types)
+    from opentelemetry.trace import INVALID_SPAN
+
+    from otel_llmcost.instrumentation import anthropic as ours_anthropic, openai as ours_openai
+    from otel_llmcost.instrumentation.core import _Call, _Events
+
+    oai, ant = make_clients(100)
+    events = {
+        "event_openai": (list(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                          stream_options={"include_usage": True})),
+                         ours_openai.ENDPOINTS["/chat/completions"]),
+        "event_anthropic": (list(ant.messages.create(model="claude-sonnet-4-5", max_tokens=256,
+                                                     messages=MESSAGES[1:], stream=True)),
+                            ours_anthropic.ENDPOINTS["/v1/messages"]),
+    }
+    out = {}
+    for key, (stream, endpoint) in events.items():
+        passes = max(n * 10 // len(stream), 10)
+
+        def wrapped():
+            call = _Call(INVALID_SPAN, endpoint)
+            call.reader = endpoint.stream_reader()
+            for _ in _Events(iter(stream), call):
+                pass
+
+        def bare():
+            for _ in iter(stream):
+                pass
+
+        out[key] = (time_per_call(wrapped, passes) - time_per_call(bare, passes)) / len(stream)
     return out
 
 
