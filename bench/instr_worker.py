@@ -221,7 +221,6 @@ def floor(n: int) -> dict:
 def stream_event_cost(n: int) -> dict:
     """Our stream wrapper alone, per event: the events of a real stream (parsed by the SDK, bare) iterated
     through the wrapper and its reader, against the same events iterated bare; one span ended per pass."""
-    import openai  # noqa: F401  (the SDKs' event types)
     from opentelemetry.trace import INVALID_SPAN
 
     from otel_llmcost.instrumentation import anthropic as ours_anthropic, openai as ours_openai
