@@ -83,6 +83,7 @@ SHARDING_KEYS = {
 _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
+_COLUMN_CHANGE = re.compile(r"\b(ADD|MODIFY|DROP|RENAME)\s+COLUMN\b", re.I)  # (not MATERIALIZE: data, local)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
 
 
@@ -117,7 +118,10 @@ def cluster_ddl(statement: str, cluster: str | None) -> list[str]:
         return [statement[:match.end()] + on + body]
     match = _ALTER_TABLE.match(statement)
     if match:
-        return [f"ALTER TABLE {match.group(1)}_local{on}" + statement[match.end():]]
+        altered = [f"ALTER TABLE {match.group(1)}_local{on}" + statement[match.end():]]
+        if _COLUMN_CHANGE.search(statement):  # the Distributed table's columns must match its local tables'
+            altered.append(f"ALTER TABLE {match.group(1)}{on}" + statement[match.end():])
+        return altered
     return [statement]
 
 

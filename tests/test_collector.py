@@ -139,6 +139,40 @@ def test_unknown_model_is_unpriced_not_zero(collector, spans, tracing):
     assert row["input_tokens"] == 100
 
 
+def test_resource_attributes_are_stored_with_each_call(collector):
+    """The resource (service, host, pod...) is kept once per part as text and read back as a map."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    resource = {"service.name": "resource-test", "host.name": "h\u00e9 \"1\" \\ {2}", "process.pid": 4242,
+                "deployment.environment": ""}
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource(resource))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    for model in ("gpt-4o-mini", "gpt-4o"):
+        with provider.get_tracer("test").start_as_current_span(f"chat {model}", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                                 "gen_ai.request.model": model, "gen_ai.usage.input_tokens": 10,
+                                 "gen_ai.usage.output_tokens": 1})
+    finished = exported.get_finished_spans()
+    assert HttpExporter(endpoint=collector.http_endpoint + "/v1/traces").export(finished) == SpanExportResult.SUCCESS
+    rows_for(collector, finished)
+    stored = collector.query(
+        "SELECT resource_attributes AS map, resource_attributes['host.name'] AS host, resource_json AS text "
+        "FROM llm_spans WHERE service_name = 'resource-test'")
+    as_text = {key: str(value) for key, value in resource.items()}
+    assert len(stored) == 2
+    for row in stored:
+        assert row["map"] == as_text and row["host"] == resource["host.name"]
+        assert json.loads(row["text"]) == as_text
+    [found] = collector.query("SELECT count() AS n FROM llm_spans "
+                              "WHERE resource_attributes['process.pid'] = '4242' AND service_name = 'resource-test'")
+    assert found["n"] == 2
+
+
 def test_a_resent_export_is_stored_once(collector, spans):
     replay_anthropic(ANTHROPIC_CACHING)
     finished = spans.get_finished_spans()

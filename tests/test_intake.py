@@ -291,3 +291,9 @@ print(json.dumps(sorted(tables)))
     assert "TO llm_rollup_1m_local" in view and "FROM llm_spans_local" in view
     assert "ReplicatedSummingMergeTree" in next(
         s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS llm_rollup_1m_local "))
+    # a column change goes to the local tables and to the Distributed one (whose columns must match theirs);
+    # rewriting the stored rows only to the local tables, which hold them
+    to_alias = [s for s in statements if "MODIFY COLUMN resource_attributes Map" in s]
+    assert [s.split(" ON CLUSTER")[0] for s in to_alias] == ["ALTER TABLE llm_spans_local", "ALTER TABLE llm_spans"]
+    [materialize] = [s for s in statements if "MATERIALIZE COLUMN" in s]
+    assert materialize.startswith("ALTER TABLE llm_spans_local ON CLUSTER `prod` ")

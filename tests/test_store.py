@@ -24,3 +24,56 @@ def test_decimals_are_stored_exactly_whatever_their_text_looks_like(empty_store)
     empty_store.insert("llm_budgets", [("project", "p", "day", Decimal("12.500000")), ("all", "", "month", 3)],
                  ("scope", "scope_value", "period", "amount_usd"))
     assert empty_store.query("SELECT amount_usd FROM llm_budgets ORDER BY scope").rows == [(Decimal(3),), (Decimal("12.5"),)]
+
+
+def test_a_store_made_before_resource_json_keeps_its_resources_after_the_migration(tmp_path):
+    """A store made by the schema before 040 (the resource attributes as a Map on each row) migrates: its rows'
+    `resource_attributes` read the same through the alias, and rows written after it by the collector's row
+    code read back too. (Another process: chDB opens one store per process, and this module's is open.)"""
+    script = r"""
+import json, sys
+from otel_llmcost import store as store_module
+from otel_llmcost.collector import normalize, rows
+from otel_llmcost.collector.pricing import unpriced
+
+every_migration = store_module.migrations
+store_module.migrations = lambda: [m for m in every_migration() if m[0] < 40]
+store = store_module.Store("chdb://" + sys.argv[1])
+store.migrate()
+old = {"service.name": "checkout", "host.name": "h\u00e9 \"1\" \\ 2", "empty": ""}
+store.insert("llm_spans", [(10**18, "a" * 32, "b" * 16, "checkout", old), (10**18 + 1, "c" * 32, "d" * 16, "x", {})],
+             ("timestamp", "trace_id", "span_id", "service_name", "resource_attributes"))
+store_module.migrations = every_migration
+applied = store.migrate()
+
+new = {"service.name": "billing", "k8s.pod.name": "billing-7d9 \u2603", "quote": "'\"{}[]"}
+call = normalize.Call(
+    timestamp_ns=10**18 + 2, duration_ms=1.0, trace_id="e" * 32, span_id="f" * 16, parent_span_id="",
+    service_name="billing", span_name="chat", scope_name="s", provider="openai", operation="chat",
+    request_model="m", response_model="m", response_id="", status_code="UNSET", error_type="",
+    usage=normalize.PricedUsage(input_tokens=1, output_tokens=1), has_usage=True, service_tier="", project="",
+    feature="", user_id="", attributes={}, resource_attributes=new)
+price = unpriced("no price")
+store.insert("llm_spans", [rows.row(call, price)], rows.COLUMNS)
+read = store.query("SELECT resource_attributes, resource_attributes['host.name'], resource_json "
+                   "FROM llm_spans ORDER BY timestamp").rows
+kinds = dict(store.query("SELECT name, default_kind FROM system.columns "
+                         "WHERE table = 'llm_spans' AND name LIKE 'resource%'").rows)
+print(json.dumps({"applied": applied, "read": [[dict(m), h, j] for m, h, j in read], "kinds": kinds}))
+"""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["applied"] == [40]
+    assert result["kinds"] == {"resource_attributes": "ALIAS", "resource_json": ""}
+    old = {"service.name": "checkout", "host.name": "h\u00e9 \"1\" \\ 2", "empty": ""}
+    new = {"service.name": "billing", "k8s.pod.name": "billing-7d9 \u2603", "quote": "'\"{}[]"}
+    (old_map, old_host, old_json), (empty_map, _, _), (new_map, _, new_json) = result["read"]
+    assert old_map == old and old_host == old["host.name"] and json.loads(old_json) == old
+    assert empty_map == {}
+    assert new_map == new and json.loads(new_json) == new

@@ -106,8 +106,8 @@ class Call:
     __slots__ = ("timestamp_ns", "duration_ms", "trace_id", "span_id", "parent_span_id", "service_name",
                  "span_name", "scope_name", "provider", "operation", "request_model", "response_model",
                  "response_id", "status_code", "error_type", "usage", "has_usage", "service_tier", "project",
-                 "feature", "user_id", "attributes", "resource_attributes", "prefix_hash", "prefix_length",
-                 "notes", "cache_hit_kind")
+                 "feature", "user_id", "attributes", "resource_attributes", "resource_json", "prefix_hash",
+                 "prefix_length", "notes", "cache_hit_kind")
 
     def __init__(self, timestamp_ns: int, duration_ms: float, trace_id: str, span_id: str, parent_span_id: str,
                  service_name: str, span_name: str, scope_name: str, provider: str, operation: str,
@@ -115,7 +115,7 @@ class Call:
                  usage: PricedUsage, has_usage: bool, service_tier: str, project: str, feature: str,
                  user_id: str, attributes: dict[str, str], resource_attributes: dict[str, str],
                  prefix_hash: str = "", prefix_length: int = 0, notes: list[str] | None = None,
-                 cache_hit_kind: str = "") -> None:
+                 cache_hit_kind: str = "", resource_json: str | None = None) -> None:
         self.timestamp_ns = timestamp_ns
         self.duration_ms = duration_ms
         self.trace_id = trace_id
@@ -139,6 +139,8 @@ class Call:
         self.user_id = user_id
         self.attributes = attributes
         self.resource_attributes = resource_attributes
+        # What is stored (the row's `resource_json`): made once per resource by `calls_in`, shared by its spans.
+        self.resource_json = resource_json_of(resource_attributes) if resource_json is None else resource_json
         self.prefix_hash = prefix_hash
         self.prefix_length = prefix_length
         self.notes = [] if notes is None else notes
@@ -371,6 +373,11 @@ def span_facts(encoded_attributes: Any) -> tuple[dict[str, Any], bool, bool, dic
     return facts_of_entries([(known(encoded) or _attribute(encoded))[2] for encoded in encoded_attributes])
 
 
+def resource_json_of(resource: dict[str, str]) -> str:
+    """The resource's attributes as the JSON object stored in `llm_spans.resource_json` (in their order)."""
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+
+
 def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
     """The request (a message or its protobuf bytes) read through `LiteRequest`."""
     if not isinstance(request, (bytes, bytearray, memoryview)):
@@ -388,13 +395,15 @@ def calls_in(request: ExportTraceServiceRequest | bytes) -> Iterator[Call]:
             resource[key] = value  # (the last of a repeated key wins)
         service_name = as_text(resource.get("service.name")) or "unknown_service"
         resource_text = {key: as_text(value) for key, value in resource.items()}
+        resource_json = resource_json_of(resource_text)
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
                 facts, names_usage, names_cache_hit, rest = span_facts(span.attributes)
                 if not is_llm_call(facts, names_usage, names_cache_hit):
                     continue
-                yield to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text)
+                yield to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text,
+                              resource_json)
 
 
 def is_llm_call(facts: dict[str, Any], names_usage: bool, names_cache_hit: bool) -> bool:
@@ -403,7 +412,7 @@ def is_llm_call(facts: dict[str, Any], names_usage: bool, names_cache_hit: bool)
 
 
 def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str, str], service_name: str,
-            scope_name: str, resource: dict[str, str]) -> Call:
+            scope_name: str, resource: dict[str, str], resource_json: str | None = None) -> Call:
     notes: list[str] = []
     get = facts.get
     cache_hit_kind = get("cache_hit_kind", "")
@@ -444,6 +453,7 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
         prefix_length=count_of(get("prefix_length"), notes),
         notes=notes,
         cache_hit_kind=cache_hit_kind,
+        resource_json=resource_json,
     )
 
 

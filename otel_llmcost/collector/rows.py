@@ -13,7 +13,7 @@ COLUMNS = (
     "error_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
     "cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
     "cache_savings_usd", "price_status", "price_note", "price_source", "priced_model", "project", "feature",
-    "user_id", "attributes", "resource_attributes", "prefix_hash", "prefix_length", "cache_hit_kind",
+    "user_id", "attributes", "resource_json", "prefix_hash", "prefix_length", "cache_hit_kind",
     "app_cache_savings_usd",
 )
 
@@ -44,7 +44,7 @@ def row(call: Call, price: Price) -> tuple:
         price.output if priced else None,
         price.cache_savings if priced else None,
         status, note, price.source if priced else "", price.model_id if priced else "",
-        call.project, call.feature, call.user_id, call.attributes, call.resource_attributes,
+        call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, "", None,
     )
 
@@ -70,6 +70,6 @@ def cache_hit_row(call: Call, price: Price) -> tuple:
         0, 0, 0, 0, 0,
         _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, None,
         "priced", note, source, model_id,
-        call.project, call.feature, call.user_id, call.attributes, call.resource_attributes,
+        call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, call.cache_hit_kind, savings,
     )
