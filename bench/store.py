@@ -12,9 +12,11 @@ all the parts left costs). Variants, one process each (chDB opens one store per 
 
 from __future__ import annotations
 
+import atexit
 import json
 import random
 import resource
+import shutil
 import sys
 import tempfile
 
@@ -36,7 +38,9 @@ def worker(variant: str, inserts: int) -> None:
     if variant == "map":
         every_migration = store_module.migrations
         store_module.migrations = lambda: [m for m in every_migration() if m[0] < 40]
-    store = store_module.Store(f"chdb://{tempfile.mkdtemp(prefix='bench-store-')}/store")
+    directory = tempfile.mkdtemp(prefix="bench-store-")
+    atexit.register(shutil.rmtree, directory, True)
+    store = store_module.Store(f"chdb://{directory}/store")
     store.migrate()
     pipeline = Pipeline(store)
     rng = random.Random(1)
@@ -67,6 +71,7 @@ def worker(variant: str, inserts: int) -> None:
     for name in ("llm_spans", "llm_rollup_1m", "llm_user_rollup_1m"):
         store.command(f"OPTIMIZE TABLE {name} FINAL")
     t2 = cpu()
+    store.close()
     print(json.dumps({"rows": count, "insert_us": (t1 - t0) / count * 1e6, "merge_us": (t2 - t1) / count * 1e6}))
 
 
