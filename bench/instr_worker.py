@@ -19,10 +19,12 @@ import warnings
 
 warnings.filterwarnings("ignore")
 
-VARIANT = sys.argv[1]
+# Run as a script, the variant is read here, before anything imports the SDKs; imported (by instr_paired), the
+# importer sets the environment itself.
+VARIANT = sys.argv[1] if __name__ == "__main__" else ""
 # Every variant but `native` (and `ours`, which suppresses the SDK's span inside its own) runs with the
 # Anthropic SDK's own tracing off, so that a row measures one instrumentation. Must be set before the SDK reads it.
-if VARIANT not in ("native", "ours"):
+if VARIANT and VARIANT not in ("native", "ours"):
     os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"
 os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
 os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
