@@ -28,20 +28,17 @@ VARIANTS = {"json": "current schema (resource_json, 040)", "map": "resource as a
 def worker(variant: str, inserts: int) -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from otel_llmcost import store as store_module
+    from otel_llmcost.store import Store
     from otel_llmcost.collector import rows as rows_module
     from otel_llmcost.collector.normalize import calls_in
     from otel_llmcost.collector.pipeline import Pipeline
 
     from .collector import build_batch, refresh
 
-    if variant == "map":
-        every_migration = store_module.migrations
-        store_module.migrations = lambda: [m for m in every_migration() if m[0] < 40]
     directory = tempfile.mkdtemp(prefix="bench-store-")
     atexit.register(shutil.rmtree, directory, True)
-    store = store_module.Store(f"chdb://{directory}/store")
-    store.migrate()
+    store = Store(f"chdb://{directory}/store")
+    store.migrate(before=40 if variant == "map" else None)
     pipeline = Pipeline(store)
     rng = random.Random(1)
     spans = build_batch(rng)

@@ -187,15 +187,16 @@ class Store:
 
     # -- schema -----------------------------------------------------------------------------------
 
-    def migrate(self) -> list[int]:
-        """Applies the schema files not yet applied to this store; returns their versions."""
+    def migrate(self, before: int | None = None) -> list[int]:
+        """Applies the schema files not yet applied to this store (with `before`, only those of lower versions:
+        a store as an older release made it); returns their versions."""
         with self.lock:
             for statement in cluster_ddl(MIGRATIONS_TABLE_DDL, self.cluster):
                 self.client.command(statement)
             done = {row[0] for row in self.client.query("SELECT version FROM llm_schema_migrations").result_rows}
             applied = []
             for version, name, sql in migrations():
-                if version in done:
+                if version in done or (before is not None and version >= before):
                     continue
                 for statement in split_statements(sql):
                     for ddl in cluster_ddl(statement, self.cluster):

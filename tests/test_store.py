@@ -32,18 +32,15 @@ def test_a_store_made_before_resource_json_keeps_its_resources_after_the_migrati
     code read back too. (Another process: chDB opens one store per process, and this module's is open.)"""
     script = r"""
 import json, sys
-from otel_llmcost import store as store_module
+from otel_llmcost.store import Store
 from otel_llmcost.collector import normalize, rows
 from otel_llmcost.collector.pricing import unpriced
 
-every_migration = store_module.migrations
-store_module.migrations = lambda: [m for m in every_migration() if m[0] < 40]
-store = store_module.Store("chdb://" + sys.argv[1])
-store.migrate()
+store = Store("chdb://" + sys.argv[1])
+store.migrate(before=40)
 old = {"service.name": "checkout", "host.name": "h\u00e9 \"1\" \\ 2", "empty": ""}
 store.insert("llm_spans", [(10**18, "a" * 32, "b" * 16, "checkout", old), (10**18 + 1, "c" * 32, "d" * 16, "x", {})],
              ("timestamp", "trace_id", "span_id", "service_name", "resource_attributes"))
-store_module.migrations = every_migration
 applied = store.migrate()
 
 new = {"service.name": "billing", "k8s.pod.name": "billing-7d9 \u2603", "quote": "'\"{}[]"}
