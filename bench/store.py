@@ -34,6 +34,7 @@ def worker(variant: str, inserts: int) -> None:
     from otel_llmcost.collector.pipeline import Pipeline
 
     from .collector import build_batch, refresh
+    from .queries import merge_tables
 
     directory = tempfile.mkdtemp(prefix="bench-store-")
     atexit.register(shutil.rmtree, directory, True)
@@ -65,8 +66,7 @@ def worker(variant: str, inserts: int) -> None:
     for rows in batches:
         store.insert("llm_spans", rows, columns, distinct_keys=True)
     t1 = cpu()
-    for name in ("llm_spans", "llm_rollup_1m", "llm_user_rollup_1m"):
-        store.command(f"OPTIMIZE TABLE {name} FINAL")
+    merge_tables(store)
     t2 = cpu()
     store.close()
     print(json.dumps({"rows": count, "insert_us": (t1 - t0) / count * 1e6, "merge_us": (t2 - t1) / count * 1e6}))
