@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from otel_llmcost.store import migrations
+
 
 def test_decimals_are_stored_exactly_whatever_their_text_looks_like(empty_store):
     """Decimal columns are sent as text: the smallest amounts (whose str() is in exponent form, "1E-9"),
@@ -66,7 +68,7 @@ print(json.dumps({"applied": applied, "read": [[dict(m), h, j] for m, h, j in re
                           timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["applied"] == [40]
+    assert result["applied"] == [v for v, _, _ in migrations() if v >= 40]
     assert result["kinds"] == {"resource_attributes": "ALIAS", "resource_json": ""}
     old = {"service.name": "checkout", "host.name": "h\u00e9 \"1\" \\ 2", "empty": ""}
     new = {"service.name": "billing", "k8s.pod.name": "billing-7d9 \u2603", "quote": "'\"{}[]"}
@@ -74,3 +76,18 @@ print(json.dumps({"applied": applied, "read": [[dict(m), h, j] for m, h, j in re
     assert old_map == old and old_host == old["host.name"] and json.loads(old_json) == old
     assert empty_map == {}
     assert new_map == new and json.loads(new_json) == new
+
+
+def test_spans_merge_into_compact_parts_well_past_clickhouse_default_size(empty_store):
+    """llm_spans' parts stay compact (one data file) up to 256 MiB (050): two parts of 6 MiB each merge into one
+    of 12 MiB, which ClickHouse's default (10 MiB) would make wide, by its slower vertical merge."""
+    note = "x" * (6 << 20)
+    for i in range(2):
+        empty_store.insert("llm_spans", [(2 * 10**18 + i, f"{i + 100:032x}", f"{i:016x}", "merge-test", note)],
+                           ("timestamp", "trace_id", "span_id", "service_name", "price_note"))
+    empty_store.command("OPTIMIZE TABLE llm_spans FINAL")
+    parts = empty_store.query(
+        "SELECT part_type, data_uncompressed_bytes FROM system.parts WHERE active AND table = 'llm_spans' "
+        "AND database = currentDatabase() AND partition = '203305'").rows  # (2 * 10**18 ns: May 2033)
+    assert len(parts) == 1 and parts[0][1] > 10 << 20
+    assert parts[0][0] == "Compact"
