@@ -6,7 +6,9 @@ about 14k spans/s (14 requests of 512 spans), with the loader's settings (`disti
 worker process (chDB runs in it): CPU of the inserts (the materialized views, the projections and the
 background merges that start meanwhile included), then of `OPTIMIZE ... FINAL` of every table (what merging
 all the parts left costs). Variants, one process each (chDB opens one store per process), interleaved:
-- current schema: the resource attributes as one `LowCardinality(String)` of JSON per row (040);
+- current schema: llm_spans' parts compact up to 256 MiB (050), the resource attributes as one
+  `LowCardinality(String)` of JSON per row (040);
+- wide parts from 10 MiB: the schema before 050 (ClickHouse's default part format);
 - resource as a map per row: the schema before 040, the same rows with the resource's `Map` in each.
 """
 
@@ -22,7 +24,10 @@ import tempfile
 
 from .common import log, median, run_json, spread, table
 
-VARIANTS = {"json": "current schema (resource_json, 040)", "map": "resource as a map per row (schema before 040)"}
+VARIANTS = {"json": "current schema (compact parts to 256 MiB, 050)",
+            "wide": "wide parts from 10 MiB (schema before 050)",
+            "map": "and the resource as a map per row (schema before 040)"}
+BEFORE = {"json": None, "wide": 50, "map": 40}  # Store.migrate(before=...)
 
 
 def worker(variant: str, inserts: int) -> None:
@@ -39,7 +44,7 @@ def worker(variant: str, inserts: int) -> None:
     directory = tempfile.mkdtemp(prefix="bench-store-")
     atexit.register(shutil.rmtree, directory, True)
     store = Store(f"chdb://{directory}/store")
-    store.migrate(before=40 if variant == "map" else None)
+    store.migrate(before=BEFORE[variant])
     pipeline = Pipeline(store)
     rng = random.Random(1)
     spans = build_batch(rng)
