@@ -24,10 +24,10 @@ import tempfile
 
 from .common import log, median, run_json, spread, table
 
-VARIANTS = {"json": "current schema (compact parts to 256 MiB, 050)",
-            "wide": "wide parts from 10 MiB (schema before 050)",
-            "map": "and the resource as a map per row (schema before 040)"}
-BEFORE = {"json": None, "wide": 50, "map": 40}  # Store.migrate(before=...)
+# variant -> (label, the schema's first migration left out: Store.migrate(before=...))
+VARIANTS = {"json": ("current schema (compact parts to 256 MiB, 050)", None),
+            "wide": ("wide parts from 10 MiB (schema before 050)", 50),
+            "map": ("and the resource as a map per row (schema before 040)", 40)}
 
 
 def worker(variant: str, inserts: int) -> None:
@@ -44,7 +44,7 @@ def worker(variant: str, inserts: int) -> None:
     directory = tempfile.mkdtemp(prefix="bench-store-")
     atexit.register(shutil.rmtree, directory, True)
     store = Store(f"chdb://{directory}/store")
-    store.migrate(before=BEFORE[variant])
+    store.migrate(before=VARIANTS[variant][1])
     pipeline = Pipeline(store)
     rng = random.Random(1)
     spans = build_batch(rng)
@@ -87,7 +87,7 @@ def run(rounds: int = 5, quick: bool = False) -> str:
             if result and "error" not in result:
                 results[variant].append(result)
     rows = []
-    for variant, label in VARIANTS.items():
+    for variant, (label, _) in VARIANTS.items():
         got = results[variant]
         insert, merge = [r["insert_us"] for r in got], [r["merge_us"] for r in got]
         total = [a + b for a, b in zip(insert, merge)]
