@@ -94,10 +94,11 @@ def test_spans_merge_into_compact_parts_well_past_clickhouse_default_size(empty_
 
 
 def test_final_reads_each_span_once_in_every_layout_of_parts(empty_store):
-    """The store's queries skip FINAL's merge across partitions (READ_SETTINGS), and a partition made of one
+    """The store's queries skip FINAL's merge across partitions (SESSION_SETTINGS), and a partition made of one
     merged part is read without merging; a span's versions still collapse to the latest in each layout: two
     versions in one unmerged insert, in two inserts, in one merged part, in partitions of two months."""
-    assert empty_store.query("SELECT getSetting('do_not_merge_across_partitions_select_final')").rows == [(True,)]
+    assert empty_store.query("SELECT getSetting('do_not_merge_across_partitions_select_final'), "
+                             "getSetting('compile_expressions')").rows == [(True, False)]
     march, april = 1_900_000_000 * 10**9, 1_902_600_000 * 10**9  # 2030-03-17 and 2030-04-16 (UTC)
     columns = ("timestamp", "trace_id", "span_id", "service_name", "price_note", "inserted_at")
 
@@ -120,3 +121,18 @@ def test_final_reads_each_span_once_in_every_layout_of_parts(empty_store):
     empty_store.command("OPTIMIZE TABLE llm_spans FINAL")  # one merged part per month: read without merging
     assert final_notes() == expected
     assert empty_store.query("SELECT count() FROM llm_spans WHERE service_name = 'final-test'").rows == [(2,)]
+
+
+def test_the_server_profile_sets_what_the_store_sets():
+    """grafana/clickhouse/llmcost-profile.xml gives a ClickHouse server's users (Grafana's) the session settings
+    the store's own client sets; the two lists stay the same."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    from otel_llmcost.store import SESSION_SETTINGS
+
+    profile = Path(__file__).parent.parent / "grafana" / "clickhouse" / "llmcost-profile.xml"
+    default = ET.parse(profile).getroot().find("profiles/default")
+    assert {child.tag: int(child.text) for child in default} == SESSION_SETTINGS
+    compose = (profile.parent.parent / "docker-compose.yaml").read_text()
+    assert "./clickhouse/llmcost-profile.xml:/etc/clickhouse-server/users.d/" in compose
