@@ -204,6 +204,10 @@ def own_queries(anchor: int) -> list[tuple[str, str, dict | None]]:
         ("raw: spend by host (resource attribute), 24 h",
          f"SELECT resource_attributes['host.name'] AS host, sum(cost_usd), count() FROM llm_spans "
          f"WHERE timestamp >= {now} - INTERVAL 24 HOUR GROUP BY host ORDER BY host", None),
+        ("raw: spend by host, grouped by resource_json first (README), 24 h",
+         f"SELECT JSONExtractString(resource_json, 'host.name') AS host, sum(cost), sum(calls) FROM ("
+         f"SELECT resource_json, sum(cost_usd) AS cost, count() AS calls FROM llm_spans "
+         f"WHERE timestamp >= {now} - INTERVAL 24 HOUR GROUP BY resource_json) GROUP BY host ORDER BY host", None),
         ("raw: one trace by id (bloom filter index)",
          "SELECT * FROM llm_spans WHERE trace_id = lower(concat(hex(cityHash64(4242, 1)), hex(cityHash64(4242, 2))))",
          None),
