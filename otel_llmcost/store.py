@@ -84,16 +84,7 @@ _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?"
 _CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|MODIFY|DROP|RENAME)\s+COLUMN\b", re.I)  # (not MATERIALIZE: data, local)
-# Session settings for every query the store runs.
-# - FINAL merges a row's versions only within its partition: in every table here, rows that share a sorting key
-#   share a partition (llm_spans: the key holds toStartOfHour(timestamp), the partition is the month), so skipping
-#   the cross-partition merge is exact, and a partition that is one merged part is read without merging at all
-#   (a 24-hour FINAL query at 10M spans: 12 ms instead of 140).
-# - No JIT compilation of expressions: the store's queries read thousands of rows, not billions, so compiled
-#   code gains nothing measurable, while compiling (on an expression's third use) took 150-250 ms of one
-#   evaluation of an alert rule, which made the rules' p95.
-SESSION_SETTINGS = {"do_not_merge_across_partitions_select_final": 1, "compile_expressions": 0,
-                 "compile_aggregate_expressions": 0, "compile_sort_description": 0}
+
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
 
 
@@ -152,6 +143,18 @@ def schema_ddl(cluster: str | None = None) -> list[str]:
     return statements
 
 
+# Session settings for every query the store runs.
+# - FINAL merges a row's versions only within its partition: in every table here, rows that share a sorting key
+#   share a partition (llm_spans: the key holds toStartOfHour(timestamp), the partition is the month), so skipping
+#   the cross-partition merge is exact, and a partition that is one merged part is read without merging at all
+#   (a 24-hour FINAL query at 10M spans: 12 ms instead of 140).
+# - No JIT compilation of expressions: compiling (on an expression's third use) took 150-250 ms of one
+#   evaluation of an alert rule, which made the rules' p95, and compiled code gained at most 8% even on scans
+#   of all 10M spans of the benchmark's store (BENCHMARKS.md).
+SESSION_SETTINGS = {"do_not_merge_across_partitions_select_final": 1, "compile_expressions": 0,
+                    "compile_aggregate_expressions": 0, "compile_sort_description": 0}
+
+
 class Store:
     """A directly opened store (the embedded engine in this process, or a server over HTTP)."""
 
@@ -186,13 +189,13 @@ class Store:
                 )
                 self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
                 self.client.database = self.database
-            self._apply_read_settings()
+            self._apply_session_settings()
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot open store {self.url}: {exc}") from exc
 
-    def _apply_read_settings(self) -> None:
+    def _apply_session_settings(self) -> None:
         for name, value in SESSION_SETTINGS.items():
             definition = self.client.server_settings.get(name)
             if definition is None or definition.readonly:
