@@ -84,7 +84,6 @@ _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?"
 _CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|MODIFY|DROP|RENAME)\s+COLUMN\b", re.I)  # (not MATERIALIZE: data, local)
-
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
 
 
