@@ -112,6 +112,7 @@ def test_final_reads_each_span_once_in_every_layout_of_parts(empty_store):
     # one insert holding two versions of span 1, not merged on insert (one level-0 part)
     empty_store.insert("llm_spans", [version(march, 1, "old", 1), version(march, 1, "new", 2)], columns,
                        distinct_keys=True)
+    assert empty_store.query("SELECT count() FROM llm_spans WHERE service_name = 'final-test'").rows == [(2,)]
     assert final_notes() == [(f"{1:016x}", "new")]
     # a later version in a second part of the same month, and span 2 in the next month, in two parts
     empty_store.insert("llm_spans", [version(march, 1, "newest", 3), version(april, 2, "a", 1)], columns)
