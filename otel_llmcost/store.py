@@ -258,6 +258,11 @@ class Store:
             except Exception:
                 self._types.pop((table, tuple(column_names)), None)  # the table may have changed: ask again
                 raise
+            finally:
+                # The client's insert context refers to itself (a bound method of its own), so it is freed only
+                # by a garbage collection, and it holds this list: emptied, the batch's values go now, by
+                # reference counting, instead of waiting (and being walked by every collection) until then.
+                columns.clear()
 
     def _column_types(self, table: str, column_names: tuple[str, ...]) -> tuple[list[Any], list[int]]:
         """The types the columns are sent as, asked once per table (the client would ask before every insert),

@@ -137,3 +137,22 @@ def test_the_server_profile_sets_what_the_store_sets():
     assert {child.tag: int(child.text) for child in default} == SESSION_SETTINGS
     compose = (profile.parent.parent / "docker-compose.yaml").read_text()
     assert "./clickhouse/llmcost-profile.xml:/etc/clickhouse-server/users.d/" in compose
+
+
+def test_an_insert_keeps_nothing_of_its_batch_alive(empty_store):
+    """The client's insert context is a reference cycle that holds the columns it was given: the store empties
+    them, so a batch's values are freed when the caller drops its rows, not at some later garbage collection."""
+    import gc
+    import sys
+    import uuid
+
+    trace_id = uuid.uuid4().hex  # a string only this test refers to
+    rows = [(10**18 + i, trace_id, f"{i:016x}") for i in range(3)]
+    gc.disable()  # (a collection would free the cycle and hide what is kept)
+    try:
+        held = sys.getrefcount(trace_id)
+        empty_store.insert("llm_spans", rows, ("timestamp", "trace_id", "span_id"))
+        assert sys.getrefcount(trace_id) == held
+    finally:
+        gc.enable()
+    assert empty_store.query("SELECT count() FROM llm_spans WHERE trace_id = {t:String}", {"t": trace_id}).rows == [(3,)]

@@ -30,6 +30,8 @@ SPANS_TABLE = "llm_spans"
 # Test hook (collector/README.md): while this file exists, the loader dies right after an insert succeeds and
 # before it records so in the spool checkpoint, the worst moment for a crash.
 CRASH_AFTER_INSERT_FILE = os.environ.get("OTEL_LLMCOST_FAULT_CRASH_AFTER_INSERT_FILE") or None
+# The loader's full garbage collections, this often (its young ones follow each insert; see Loader.run).
+GC_FULL_SECONDS = 60.0
 
 
 class StoreUnavailable(Exception):
@@ -84,12 +86,16 @@ class Stats:
 
 class RecentCalls:
     """Keys of the calls stored lately, so that a re-sent span, or a second span describing the same
-    response, is not counted twice. Bounded; the table's ReplacingMergeTree key is the backstop.
+    response, is not counted twice. Bounded: the newest `capacity` keys at least, twice that at most; the
+    table's ReplacingMergeTree key is the backstop.
     A key is one string: trace id + span id (48 hex digits), or trace id + "/" + response id."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self.keys: dict[str, None] = {}  # (in the order remembered)
+        # Two generations: `keys` fills up to `capacity`, then becomes `older` (the one before is dropped). A
+        # key is looked up in both; nothing is ever copied (trimming one dict in place cost about 1 µs per span).
+        self.keys: dict[str, None] = {}
+        self.older: dict[str, None] = {}
 
     @staticmethod
     def span_key(trace_id: str, span_id: str) -> str:
@@ -99,20 +105,23 @@ class RecentCalls:
     def response_key(trace_id: str, response_id: str) -> str:
         return trace_id + "/" + response_id  # a span key has no "/": the two kinds never meet
 
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys or key in self.older
+
     def take(self, items: list[tuple[Call, Any]]) -> tuple[list[tuple[Call, Any]], list[Call]]:
         """The items whose call was not stored lately, nor already met earlier in `items` (remembered from now
         on), and the calls left out."""
-        kept, left_out, keys = [], [], self.keys
+        kept, left_out, keys, older = [], [], self.keys, self.older
         batch: dict[str, None] = {}  # (a dict: remembered in the order met)
         for item in items:
             call = item[0]
             span_key = call.trace_id + call.span_id  # span_key(), inlined: once per span
-            if span_key in keys or span_key in batch:
+            if span_key in keys or span_key in older or span_key in batch:
                 left_out.append(call)
                 continue
             if call.response_id:
                 response_key = call.trace_id + "/" + call.response_id  # response_key()
-                if response_key in keys or response_key in batch:
+                if response_key in keys or response_key in older or response_key in batch:
                     left_out.append(call)
                     continue
                 batch[response_key] = None
@@ -123,10 +132,12 @@ class RecentCalls:
 
     def remember_keys(self, keys) -> None:
         self.keys.update(dict.fromkeys(keys))
-        if len(self.keys) > self.capacity + self.capacity // 4:
-            # Trimmed in bulk, a quarter of the capacity at a time (the newest `capacity` kept): one copy in C
-            # instead of a pop per key remembered.
-            self.keys = dict.fromkeys(list(self.keys)[-self.capacity:])
+        if len(self.keys) >= self.capacity:
+            self.older, self.keys = self.keys, {}
+
+    def all_keys(self) -> list[str]:
+        """Every key remembered, oldest first."""
+        return [*self.older, *self.keys]
 
 
 class Pipeline:
@@ -231,6 +242,8 @@ class Loader(threading.Thread):
         self.drain_deadline = 0.0
         self.position = spool.committed
         self.failed: BaseException | None = None
+        self.collects = False
+        self.collected_at = self.full_collected_at = time.monotonic()
 
     # The batch being built: rows, and the spool range [start, end) they came from.
     def _new_batch(self) -> None:
@@ -245,17 +258,22 @@ class Loader(threading.Thread):
         # of the garbage collector's view, so that the collections the per-span garbage triggers do not walk it
         # each time (a full collection of it costs tens of ms).
         gc.freeze()
-        # And collected less often: the collector makes a few short-lived containers per span, and a young
-        # collection every 700 of them (the default) promotes a batch's rows into older generations, whose
-        # collections then walk the whole batch again and again (about 1 µs per span in all).
+        # And collected when no batch is alive: right after each insert (and once a second when idle), rather
+        # than every 700 allocations (the default), when a collection walks the batch being built, row by row,
+        # and again in each older generation it is promoted to (about 1 µs per span). The automatic
+        # collections stay, rarely, as a backstop (a loader waiting on a down store makes no collections).
         threshold, *older = gc.get_threshold()
-        if threshold:  # (0: the application turned automatic collection off)
-            gc.set_threshold(max(threshold, 10_000), *older)
+        self.collects = bool(threshold)  # (0: the application turned automatic collection off)
+        if self.collects:
+            gc.set_threshold(max(threshold, 100_000), *older)
         try:
             self._run()
         except BaseException as exc:  # never silently: the spool keeps the data for the next start
             self.failed = exc
             logger.exception("loader stopped: spooled spans stay in the spool until the next start")
+        finally:
+            if self.collects:
+                gc.set_threshold(threshold, *older)
 
     def _run(self) -> None:
         if self.spool.inflight:
@@ -270,7 +288,7 @@ class Loader(threading.Thread):
                 self._add(offset, payload, record_end, replay_recent, skip)
             self.end = end
             with self.pipeline.lock:
-                self.pipeline.recent.remember_keys(list(replay_recent.keys))
+                self.pipeline.recent.remember_keys(replay_recent.all_keys())
             if not self._flush():
                 return
         self._new_batch()
@@ -291,6 +309,8 @@ class Loader(threading.Thread):
             timeout = self.batch_seconds if self.end == self.start else \
                 max(self.first_at + self.batch_seconds - time.monotonic(), 0.001)
             if caught_up:
+                if self.end == self.start:
+                    self._collect_garbage(due_only=True)
                 self.spool.wait(self.position, min(timeout, 0.5))
 
     def _add(self, offset: int, payload: bytes, record_end: int, recent: RecentCalls | None = None,
@@ -326,7 +346,22 @@ class Loader(threading.Thread):
                     delay = min(delay * 2, self.max_retry_seconds)
         self.spool.commit(self.end, self.records)
         self._new_batch()
+        self._collect_garbage()
         return True
+
+    def _collect_garbage(self, due_only: bool = False) -> None:
+        """A young collection (see run), and a full one every GC_FULL_SECONDS; with `due_only`, only if the
+        last was a second ago or more."""
+        if not self.collects:
+            return
+        now = time.monotonic()
+        if due_only and now < self.collected_at + 1.0:
+            return
+        full = now >= self.full_collected_at + GC_FULL_SECONDS
+        gc.collect(2 if full else 1)
+        self.collected_at = now
+        if full:
+            self.full_collected_at = now
 
     def stop(self, drain_seconds: float = 10.0) -> None:
         """Stores what is spooled (for up to `drain_seconds` if the store is down) and stops."""

@@ -1,0 +1,73 @@
+"""The loader in this process (spool -> pipeline -> the embedded store): how it manages garbage collection."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+
+from otel_llmcost.collector.pipeline import Loader, Pipeline
+from otel_llmcost.collector.spool import Spool
+
+from intake_support import llm_spans, request_bytes
+
+
+class Node:
+    """An object in a reference cycle: only a garbage collection frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def wait_for(predicate, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_loader_collects_garbage_after_each_insert_and_gives_back_the_thresholds(empty_store, tmp_path):
+    """Automatic collections are made rare while the loader runs (they would walk the batch being built); it
+    collects after each insert instead, so cyclic garbage made anywhere in the process is still freed soon."""
+    thresholds = gc.get_threshold()
+    spool = Spool(tmp_path / "spool")
+    loader = Loader(Pipeline(empty_store), spool, batch_seconds=0.05)
+    loader.start()
+    try:
+        assert wait_for(lambda: gc.get_threshold()[0] >= 100_000)
+        cycle = Node()
+        freed = weakref.ref(cycle)
+        del cycle
+        spool.append(request_bytes(llm_spans(3, feature="loader-gc")))
+        assert wait_for(lambda: empty_store.query(
+            "SELECT count() FROM llm_spans WHERE feature = 'loader-gc'").rows == [(3,)])
+        assert wait_for(lambda: freed() is None, timeout=5), "no collection followed the insert"
+    finally:
+        loader.stop(drain_seconds=1)
+        spool.close()
+    assert not loader.is_alive() and loader.failed is None
+    assert gc.get_threshold() == thresholds
+
+
+def test_recent_calls_remember_at_least_the_newest_capacity_keys_and_at_most_twice_that():
+    from otel_llmcost.collector.pipeline import RecentCalls
+
+    class Call:
+        def __init__(self, i: int) -> None:
+            self.trace_id, self.span_id, self.response_id = f"{i:032x}", f"{i:016x}", f"resp-{i}"
+
+    recent = RecentCalls(capacity=10)  # two keys per call: span and response
+    for start in range(0, 40, 3):
+        kept, left_out = recent.take([(Call(i), None) for i in range(start, start + 3)])
+        assert len(kept) == 3 and not left_out
+        remembered = recent.all_keys()
+        assert 10 <= len(remembered) <= 20 or start < 3
+        newest = [key for i in range(max(start - 2, 0), start + 3)
+                  for key in (RecentCalls.span_key(f"{i:032x}", f"{i:016x}"), RecentCalls.response_key(f"{i:032x}", f"resp-{i}"))]
+        assert all(key in recent for key in newest)  # the newest 10 keys, across the two generations
+    # calls among the newest are left out (both in the older generation by now); one long forgotten is let in
+    again = [Call(41), Call(37), Call(0)]
+    kept, left_out = recent.take([(call, None) for call in again])
+    assert [c.span_id for c, _ in kept] == [f"{0:016x}"] and {c.span_id for c in left_out} == {f"{41:016x}", f"{37:016x}"}
