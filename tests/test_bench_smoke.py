@@ -56,3 +56,16 @@ def test_instrumentation_paired_ours():
     for key in ("openai_chat", "openai_stream_2", "openai_stream_4", "anthropic_messages", "anthropic_stream_2",
                 "anthropic_stream_4"):
         assert len(out[key]) == 2, key
+
+
+def test_instrumentation_worker_floor():
+    """The floor figures: the SDK span alone, our stream wrapper per event, and our request wrapper's own cost
+    beyond its span, measured against a span made by hand with the attributes ours set on the real call."""
+    result = subprocess.run([sys.executable, "-m", "bench.instr_worker", "floor", "5", "3", "2", "4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("floor_16", "floor_0", "own_openai_chat", "own_anthropic_messages", "event_openai", "event_anthropic"):
+        assert isinstance(out[key], float), key
+    # the spans compared carry the canned responses' usage: tokens, cache, reasoning, model, id, tier
+    assert out["own_openai_chat_attributes"] == 12 and out["own_anthropic_messages_attributes"] == 10
