@@ -14,10 +14,17 @@ Throughput and CPU come from rounds without the latency probe: its queries run i
 counted as ingest CPU. Latency comes from rounds of the same size with the probe, interleaved with them.
 While a round runs, the end is detected through the collector's stats endpoint (counters, no query); the
 stored rows are then counted once by a query.
+
+Capacity on one core (the second table): the collector pinned to core 0 (all its threads: receivers, loader,
+chDB's inserts and merges), the load generator to core 1, sending faster than the collector can store: 4 threads,
+the same exporters, but each request's OTLP message made before the clock starts (the exporters' Python
+encoding, about 40 µs a span, would otherwise cap the load below what the collector takes). spans/s = the
+round's spans over the wall time from the first export to the last row stored: what one core stores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -67,8 +74,9 @@ def proc_status_kib(pid: int, key: str) -> int:
 
 
 class CollectorProcess:
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, cpus: set[int] | None = None) -> None:
         self.store_dir = store_dir
+        self.cpus = cpus  # the cores the collector (every thread it starts) may run on; None: any
         self.http_port, self.grpc_port = free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.http_port}"
         self.log_path = store_dir.parent / "collector.log"
@@ -80,6 +88,7 @@ class CollectorProcess:
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "OTEL_LLMCOST_LOG_LEVEL": "WARNING"},
+            preexec_fn=None if self.cpus is None else lambda: os.sched_setaffinity(0, self.cpus),
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -265,6 +274,145 @@ def load(protocol: str, collector: CollectorProcess, batches: int, threads: int 
     }
 
 
+class Encoded(list):
+    """A batch (to an exporter, an empty sequence of spans) whose OTLP message was made before the clock."""
+
+    def __init__(self, message) -> None:
+        super().__init__()
+        self.message = message
+
+
+@contextlib.contextmanager
+def pre_encoded():
+    """The OTLP exporters send an `Encoded` batch's message as it is (both call the module's `encode_spans`)."""
+    import opentelemetry.exporter.otlp.proto.grpc.trace_exporter as grpc_exporter
+    import opentelemetry.exporter.otlp.proto.http.trace_exporter as http_exporter
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as encode
+
+    modules = (grpc_exporter, http_exporter)
+    originals = [module.encode_spans for module in modules]
+
+    def encode_spans(spans):
+        return spans.message if isinstance(spans, Encoded) else encode(spans)
+
+    for module in modules:
+        module.encode_spans = encode_spans
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, originals):
+            module.encode_spans = original
+
+
+def encoded_batches(template, count: int, rng: random.Random) -> list[Encoded]:
+    """`count` copies of an encoded batch, each span with fresh trace and span ids."""
+    batches = []
+    for _ in range(count):
+        message = type(template)()
+        message.CopyFrom(template)
+        for resource_spans in message.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.trace_id = rng.randbytes(16)
+                    span.span_id = rng.randbytes(8)
+        batches.append(Encoded(message))
+    return batches
+
+
+def flood(protocol: str, collector: CollectorProcess, batches: list[Encoded], threads: int = 4) -> dict:
+    """Sends every batch as fast as the exporters go; returns when the last row is stored."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    stored_before = collector.stats()["spans_stored"]
+    failures = [0]
+
+    def worker(index: int) -> None:
+        exporter = make_exporter(protocol, collector)
+        try:
+            for batch in batches[index::threads]:
+                if exporter.export(batch) != SpanExportResult.SUCCESS:
+                    failures[0] += 1
+        finally:
+            exporter.shutdown()
+
+    pid = collector.process.pid
+    cpu0 = proc_cpu_seconds(pid)
+    t0 = time.monotonic()
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    received = time.monotonic() - t0
+    spans = (len(batches) - failures[0]) * BATCH
+    deadline = time.monotonic() + 300
+    while collector.stats()["spans_stored"] < stored_before + spans and time.monotonic() < deadline:
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+    cpu = proc_cpu_seconds(pid) - cpu0
+    stored = collector.stats()["spans_stored"] - stored_before
+    return {"spans": stored, "wall": wall, "cpu": cpu, "received_per_s": spans / received,
+            "failed_batches": failures[0]}
+
+
+def capacity(rounds: int, quick: bool) -> str:
+    """What one core stores: the collector on core 0, the load generator on core 1, the collector saturated."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return "Capacity on one core: not measured (it needs two cores to pin the collector and the load apart)."
+    cores = sorted(os.sched_getaffinity(0))
+    batches = 8 if quick else 600  # (about 10 s a round: merges of earlier rounds fall in later ones)
+    protocols = ("http", "grpc")
+    rng = random.Random(11)
+    template = encode_spans(build_batch(rng))
+    results: dict[str, list[dict]] = {p: [] for p in protocols}
+    base = Path(tempfile.mkdtemp(prefix="llmcost-bench-capacity-"))
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cores[1]})  # this thread, and the exporters' threads it starts
+    collector = CollectorProcess(base / "store", cpus={cores[0]}).start()
+    try:
+        with pre_encoded():
+            for protocol in protocols:  # warm-up
+                flood(protocol, collector, encoded_batches(template, 4, rng))
+            for r in range(rounds):
+                for protocol in protocols:
+                    log(f"collector capacity round {r + 1}/{rounds}: {protocol}, {batches} x {BATCH} spans")
+                    load_batches = encoded_batches(template, batches, rng)
+                    results[protocol].append(flood(protocol, collector, load_batches))
+        rss = proc_status_kib(collector.process.pid, "VmHWM") / 1024
+    finally:
+        collector.stop()
+        os.sched_setaffinity(0, saved)
+        shutil.rmtree(base, ignore_errors=True)
+    rows = []
+    for protocol in protocols:
+        rs = results[protocol]
+        rate = [r["spans"] / r["wall"] for r in rs]
+        per_cpu = [r["spans"] / r["cpu"] for r in rs]
+        rows.append([
+            {"http": "OTLP/HTTP protobuf", "grpc": "OTLP/gRPC"}[protocol],
+            f"{sum(r['spans'] for r in rs) / sum(r['wall'] for r in rs):,.0f} ({min(rate):,.0f}…{max(rate):,.0f})",
+            f"{median(r['cpu'] / r['wall'] for r in rs):.2f}",
+            f"{sum(r['spans'] for r in rs) / sum(r['cpu'] for r in rs):,.0f} ({min(per_cpu):,.0f}…{max(per_cpu):,.0f})",
+            f"{median(r['received_per_s'] for r in rs):,.0f}",
+            f"{sum(r['failed_batches'] for r in rs)}",
+        ])
+    every = [r for protocol in protocols for r in results[protocol]]
+    pooled = sum(r["spans"] for r in every) / sum(r["wall"] for r in every)
+    header = ["protocol", "spans/s stored on one core, all rounds (min…max of rounds)", "collector cores used",
+              "spans per collector CPU-second (min…max)", "spans/s received and spooled (median)", "failed batches"]
+    notes = (f"\n\n**Both protocols, all rounds: {pooled:,.0f} spans/s stored by a collector on one core.**\n\n"
+             f"Capacity on one core: the collector pinned to core {cores[0]} (every thread: receivers, loader, chDB's "
+             f"inserts and background merges), the load generator to core {cores[1]}; {rounds} round(s) of "
+             f"{batches} batches × {BATCH} spans per protocol, interleaved, from 4 exporter threads (the real OTLP "
+             f"exporters, each request's message encoded before the clock), so the collector always has a backlog; "
+             f"spans/s = spans of the rounds over their wall time, first export to last row stored. Received and "
+             f"spooled: the rate the exporters' requests were answered (durably spooled) meanwhile. Peak RSS of the "
+             f"collector: {rss:,.0f} MiB.")
+    return table(header, rows) + notes
+
+
 def run(rounds: int = 5, quick: bool = False) -> str:
     batches = 4 if quick else 100  # (about 4 s a round: long enough for the merges it causes to fall in it)
     rounds = 1 if quick else max(1, rounds)
@@ -317,7 +465,7 @@ def run(rounds: int = 5, quick: bool = False) -> str:
              f"visible = a query through the collector's query endpoint returns the last span's row. "
              f"ClickHouse-server backend: not measured (no modern ClickHouse server can be had on this machine: "
              f"no network, and Debian's clickhouse-server is 18.x).")
-    return table(header, rows) + notes
+    return table(header, rows) + notes + "\n\n" + capacity(rounds, quick)
 
 
 if __name__ == "__main__":
