@@ -37,7 +37,7 @@ class Options:
     spool_dir: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_DIR", None))
     spool_max_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_MAX_BYTES", 1 << 30, int))
     max_request_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_REQUEST_BYTES", MAX_BODY_BYTES, int))
-    batch_rows: int = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_ROWS", 20_000, int))
+    batch_rows: int = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_ROWS", 50_000, int))
     batch_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_SECONDS", 1.0, float))
     retry_after: int = field(default_factory=lambda: _env("OTEL_LLMCOST_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS, int))
     tls_cert: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_TLS_CERT", None))

@@ -229,7 +229,7 @@ class Pipeline:
 class Loader(threading.Thread):
     """Spool -> store, in order, in batches; the only thread that writes spans to the store."""
 
-    def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 20_000, batch_seconds: float = 1.0,
+    def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 50_000, batch_seconds: float = 1.0,
                  retry_seconds: float = 0.5, max_retry_seconds: float = 5.0) -> None:
         super().__init__(name="llmcost-loader", daemon=True)
         self.pipeline = pipeline
