@@ -320,7 +320,9 @@ def encoded_batches(template, count: int, rng: random.Random) -> list[Encoded]:
 
 
 def flood(protocol: str, collector: CollectorProcess, batches: list[Encoded], threads: int = 4) -> dict:
-    """Sends every batch as fast as the exporters go; returns when the last row is stored."""
+    """Sends every batch as fast as the exporters go; returns when the last row is stored. `steady_per_s`: the
+    rate rows were stored between 10 % and 90 % of the round (sampled every 50 ms), without the start (the first
+    batch filling) and the end (the last, partial batch waiting for the loader's 1 s timer)."""
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     stored_before = collector.stats()["spans_stored"]
@@ -335,13 +337,21 @@ def flood(protocol: str, collector: CollectorProcess, batches: list[Encoded], th
         finally:
             exporter.shutdown()
 
+    samples: list[tuple[float, int]] = []  # (time, rows stored in this round)
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.is_set():
+            samples.append((time.monotonic(), collector.stats()["spans_stored"] - stored_before))
+            done.wait(0.05)
+
     pid = collector.process.pid
     cpu0 = proc_cpu_seconds(pid)
     t0 = time.monotonic()
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)] + [threading.Thread(target=sampler)]
     for t in pool:
         t.start()
-    for t in pool:
+    for t in pool[:-1]:
         t.join()
     received = time.monotonic() - t0
     spans = (len(batches) - failures[0]) * BATCH
@@ -350,9 +360,20 @@ def flood(protocol: str, collector: CollectorProcess, batches: list[Encoded], th
         time.sleep(0.01)
     wall = time.monotonic() - t0
     cpu = proc_cpu_seconds(pid) - cpu0
+    done.set()
+    pool[-1].join()
     stored = collector.stats()["spans_stored"] - stored_before
-    return {"spans": stored, "wall": wall, "cpu": cpu, "received_per_s": spans / received,
+    low = next((x for x in samples if x[1] >= 0.1 * spans), None)
+    high = next((x for x in samples if x[1] >= 0.9 * spans), None)
+    steady = (high[1] - low[1]) / (high[0] - low[0]) if low and high and high[0] > low[0] else float("nan")
+    return {"spans": stored, "wall": wall, "cpu": cpu, "received_per_s": spans / received, "steady_per_s": steady,
             "failed_batches": failures[0]}
+
+
+def rate_range(values: list[float]) -> str:
+    """Median (min…max) of the rounds' rates that could be measured (a round stored in one insert has none)."""
+    known = [v for v in values if v == v]  # (not NaN)
+    return f"{median(known):,.0f} ({min(known):,.0f}…{max(known):,.0f})" if known else "n/a"
 
 
 def capacity(rounds: int, quick: bool) -> str:
@@ -393,6 +414,7 @@ def capacity(rounds: int, quick: bool) -> str:
         rows.append([
             {"http": "OTLP/HTTP protobuf", "grpc": "OTLP/gRPC"}[protocol],
             f"{sum(r['spans'] for r in rs) / sum(r['wall'] for r in rs):,.0f} ({min(rate):,.0f}…{max(rate):,.0f})",
+            rate_range([r["steady_per_s"] for r in rs]),
             f"{median(r['cpu'] / r['wall'] for r in rs):.2f}",
             f"{sum(r['spans'] for r in rs) / sum(r['cpu'] for r in rs):,.0f} ({min(per_cpu):,.0f}…{max(per_cpu):,.0f})",
             f"{median(r['received_per_s'] for r in rs):,.0f}",
@@ -400,14 +422,19 @@ def capacity(rounds: int, quick: bool) -> str:
         ])
     every = [r for protocol in protocols for r in results[protocol]]
     pooled = sum(r["spans"] for r in every) / sum(r["wall"] for r in every)
-    header = ["protocol", "spans/s stored on one core, all rounds (min…max of rounds)", "collector cores used",
+    steady = rate_range([r["steady_per_s"] for r in every]).split(" (")[0]
+    header = ["protocol", "spans/s stored on one core, all rounds (min…max of rounds)",
+              "steady: 10 % → 90 % of a round stored, spans/s (median; min…max)", "collector cores used",
               "spans per collector CPU-second (min…max)", "spans/s received and spooled (median)", "failed batches"]
-    notes = (f"\n\n**Both protocols, all rounds: {pooled:,.0f} spans/s stored by a collector on one core.**\n\n"
+    notes = (f"\n\n**Both protocols, all rounds: {pooled:,.0f} spans/s stored by a collector on one core, first "
+             f"export to last row; {steady} spans/s in the steady part of a round (median of rounds).**\n\n"
              f"Capacity on one core: the collector pinned to core {cores[0]} (every thread: receivers, loader, chDB's "
              f"inserts and background merges), the load generator to core {cores[1]}; {rounds} round(s) of "
              f"{batches} batches × {BATCH} spans per protocol, interleaved, from 4 exporter threads (the real OTLP "
              f"exporters, each request's message encoded before the clock), so the collector always has a backlog; "
-             f"spans/s = spans of the rounds over their wall time, first export to last row stored. Received and "
+             f"spans/s = spans of the rounds over their wall time, first export to last row stored (which counts the last, "
+             f"partial batch's wait for the loader's 1 s timer); steady = the rate rows were stored from 10 % to 90 % of "
+             f"a round (the collector's stats sampled every 50 ms). Received and "
              f"spooled: the rate the exporters' requests were answered (durably spooled) meanwhile. Peak RSS of the "
              f"collector: {rss:,.0f} MiB.")
     return table(header, rows) + notes
