@@ -19,7 +19,8 @@ Capacity on one core (the second table): the collector pinned to core 0 (all its
 chDB's inserts and merges), the load generator to core 1, sending faster than the collector can store: 4 threads,
 the same exporters, but each request's OTLP message made before the clock starts (the exporters' Python
 encoding, about 40 µs a span, would otherwise cap the load below what the collector takes). spans/s = the
-round's spans over the wall time from the first export to the last row stored: what one core stores.
+round's spans over the wall time from the first export to the last row stored; steady = the rate rows were stored
+from 10 % to 90 % of a round, without its start and its last, partial batch waiting for the loader's 1 s timer.
 """
 
 from __future__ import annotations
