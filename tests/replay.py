@@ -1,6 +1,7 @@
 """Replay recorded OpenAI / Anthropic API traffic from a real local HTTP server.
 
-The recordings (``../shared/recordings`` beside the checkout, or ``$LLMCOST_RECORDINGS``) are plain JSON::
+The recordings (``tests/recordings/``, real traffic recorded by OpenLLMetry, Apache-2.0: see its
+``LICENSE-openllmetry`` and ``README.md``; ``$LLMCOST_RECORDINGS`` names another copy) are plain JSON::
 
     {"source": ..., "interactions": [{"request": {"method", "uri", "body"},
                                       "response": {"status", "headers", "body"}}]}
@@ -23,9 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["RECORDINGS", "load", "ReplayServer", "expected_usage", "iter_sse", "recording_names"]
 
-RECORDINGS: Path = Path(
-    os.environ.get("LLMCOST_RECORDINGS") or Path(__file__).resolve().parents[1].parent / "shared" / "recordings"
-)
+RECORDINGS: Path = Path(os.environ.get("LLMCOST_RECORDINGS") or Path(__file__).resolve().parent / "recordings")
 
 # Response headers copied from the recording (besides the status and the body).
 _COPIED_HEADERS = ("content-type", "request-id", "x-request-id")

@@ -69,7 +69,6 @@ class ReplayServer(replay.ReplayServer):
         return self
 
 
-pytestmark = pytest.mark.skipif(not replay.RECORDINGS.is_dir(), reason=f"no recordings at {replay.RECORDINGS}")
 
 USAGE_KEYS = (
     names.INPUT_TOKENS,

@@ -38,10 +38,6 @@ except ImportError:
 
 expected_usage, load = replay.expected_usage, replay.load
 
-needs_recordings = pytest.mark.skipif(
-    not replay.RECORDINGS.is_dir(), reason=f"no recordings at {replay.RECORDINGS}"
-)
-
 USAGE_KEYS = (
     names.INPUT_TOKENS,
     names.OUTPUT_TOKENS,
@@ -327,7 +323,6 @@ def test_api_error_sets_error_status_and_reraises_the_same_exception(
     assert not usage_attributes(span)
 
 
-@needs_recordings
 def test_recorded_400_reraises_the_sdk_error(spans):
     """A recorded 400 (vision, an invalid image) raises the SDK's BadRequestError, unchanged, through the wrapper."""
     name = "openai/test_vision/test_vision"
@@ -447,7 +442,6 @@ def test_stream_next_and_iter_still_work(spans):
     assert usage_attributes(one_span(spans)) == {names.INPUT_TOKENS: 3, names.OUTPUT_TOKENS: 2}
 
 
-@needs_recordings
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_anthropic_stream_helper_returns_its_own_objects(is_async, spans):
     name = "anthropic/test_messages/test_anthropic_message_stream_manager_legacy"
@@ -503,7 +497,6 @@ def test_anthropic_native_tracing_is_really_on_for_the_client(tracing, spans):
     assert span.instrumentation_scope.name == "com.anthropic.sdk.python"
 
 
-@needs_recordings
 @pytest.mark.parametrize(
     "name, is_async, mode",
     [
@@ -577,7 +570,6 @@ def test_anthropic_native_span_is_suppressed_inside_ours(name, is_async, mode, t
     assert not [s for s in spans.get_finished_spans() if not ours(s)]
 
 
-@needs_recordings
 def test_anthropic_native_span_is_suppressed_for_with_raw_response(tracing, spans):
     provider, _ = tracing
     name = "anthropic/test_messages/test_anthropic_message_create_legacy"
@@ -590,7 +582,6 @@ def test_anthropic_native_span_is_suppressed_for_with_raw_response(tracing, span
     assert ours(span)
 
 
-@needs_recordings
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_anthropic_env_open_telemetry_false_still_our_one_span(is_async, spans, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
@@ -721,7 +712,6 @@ def test_baggage_attribution_is_per_context(spans):
 # ----------------------------------------------------------------------------------------------------------
 
 
-@needs_recordings
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_openai_with_raw_response(is_async, spans):
     name = "openai/test_prompt_caching/test_openai_prompt_caching"  # call 1 has cached_tokens 1024
@@ -758,7 +748,6 @@ def test_openai_with_raw_response(is_async, spans):
     assert [s.attributes.get(names.CACHE_READ_TOKENS) for s in finished] == [None, 1024, None, None]
 
 
-@needs_recordings
 def test_openai_embeddings_with_raw_response(spans):
     name = "openai/test_embeddings/test_embeddings_with_raw_response"
     rec = load(name)
@@ -776,7 +765,6 @@ def test_openai_embeddings_with_raw_response(spans):
             assert span.attributes[names.RESPONSE_MODEL] == exp["model"]
 
 
-@needs_recordings
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_anthropic_with_raw_response(is_async, spans):
     name = "anthropic/test_prompt_caching/test_anthropic_prompt_caching_legacy"
