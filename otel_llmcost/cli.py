@@ -17,7 +17,8 @@ from .store import QueryResult, StoreError, encode_value, open_store
 
 # Modules that add their own subcommands (each defines `register(subparsers)`).
 COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts.cli", "otel_llmcost.simulate",
-                                     "otel_llmcost.collector.schema", "otel_llmcost.reprice")
+                                     "otel_llmcost.collector.schema", "otel_llmcost.reprice",
+                                     "otel_llmcost.levers.savings", "otel_llmcost.levers.whatif")
 
 # From the per-minute rollup (calls are de-duplicated before they reach it): ~50x faster than raw rows. The
 # minutes before the first whole hour of the range are read by the minute, the whole hours from the rollup's
