@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from .common import ROOT, log, machine
 
-BENCHES = ("pricing", "instrumentation", "memory", "collector", "store", "queries")
+BENCHES = ("pricing", "instrumentation", "guard", "memory", "collector", "store", "queries")
 DOC = ROOT / "BENCHMARKS.md"
 
 

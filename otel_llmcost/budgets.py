@@ -1,7 +1,7 @@
 """Budgets: rows of `llm_budgets`, managed with `otel-llmcost budget set | list | remove` (or plain SQL).
 
-A budget is a scope (`all`, or one `project`, `feature` or `user`), a period (`day` or `month`, UTC) and an
-amount in USD. Setting a budget again replaces it; removing one writes a deletion row (the table is a
+A budget is a scope (`all`, or one `project`, `feature` or `user`), a period (`hour`, `day` or `month`, UTC)
+and a limit: an amount in USD, a number of tokens (input plus output), or both (0 is no limit of that kind). Setting a budget again replaces it; removing one writes a deletion row (the table is a
 ReplacingMergeTree on `updated_at` with `is_deleted`), so plain SQL works the same way:
 
     INSERT INTO llm_budgets (scope, scope_value, period, amount_usd) VALUES ('project', 'checkout', 'month', 500)
@@ -19,37 +19,47 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 SCOPES = ("all", "project", "feature", "user")
-PERIODS = ("day", "month")
+PERIODS = ("hour", "day", "month")
 
 LIST_SQL = """
-SELECT scope, scope_value, period, amount_usd, updated_at
+SELECT scope, scope_value, period, amount_usd, limit_tokens, updated_at
 FROM llm_budgets FINAL
 WHERE is_deleted = 0
 ORDER BY scope, scope_value, period
 """
 
-# Spend of each budget's scope in its current period (UTC), next to the budget.
+# Spend of each budget's scope in its current period (UTC), next to the budget, and the scope's spend this
+# month (the guard prices a process's own recent tokens at the scope's average price per token).
 STATUS_SQL = """
 WITH
+    toDateTime(toStartOfMonth(now('UTC')), 'UTC') AS month_start,
     budgets AS (
-        SELECT scope, scope_value, period, amount_usd FROM llm_budgets FINAL WHERE is_deleted = 0
+        SELECT scope, scope_value, period, amount_usd, limit_tokens FROM llm_budgets FINAL WHERE is_deleted = 0
     ),
     spend AS (
-        SELECT 'all' AS scope, '' AS scope_value, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
-        UNION ALL SELECT 'project', project, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
-        UNION ALL SELECT 'feature', feature, minute, cost_usd FROM llm_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
-        UNION ALL SELECT 'user', user_id, minute, cost_usd FROM llm_user_rollup_1m
-        WHERE minute >= toDateTime(toStartOfMonth(now('UTC')), 'UTC')
+        SELECT 'all' AS scope, '' AS scope_value, minute, cost_usd, input_tokens + output_tokens AS tokens
+        FROM llm_rollup_1m WHERE minute >= month_start
+        UNION ALL SELECT 'project', project, minute, cost_usd, input_tokens + output_tokens FROM llm_rollup_1m
+        WHERE minute >= month_start
+        UNION ALL SELECT 'feature', feature, minute, cost_usd, input_tokens + output_tokens FROM llm_rollup_1m
+        WHERE minute >= month_start
+        UNION ALL SELECT 'user', user_id, minute, cost_usd, input_tokens + output_tokens FROM llm_user_rollup_1m
+        WHERE minute >= month_start
     )
 SELECT b.scope, b.scope_value, b.period, b.amount_usd,
-       if(b.period = 'day', s.today, s.month) AS spent_usd,
-       round(100 * spent_usd / b.amount_usd, 1) AS spent_pct
+       multiIf(b.period = 'hour', s.hour_usd, b.period = 'day', s.today_usd, s.month_usd) AS spent_usd,
+       if(b.amount_usd > 0, round(100 * spent_usd / b.amount_usd, 1), NULL) AS spent_pct,
+       b.limit_tokens,
+       multiIf(b.period = 'hour', s.hour_tokens, b.period = 'day', s.today_tokens, s.month_tokens) AS spent_tokens,
+       s.month_usd AS month_usd, s.month_tokens AS month_tokens
 FROM budgets AS b
 LEFT JOIN (
-    SELECT scope, scope_value, sum(cost_usd) AS month, sumIf(cost_usd, minute >= toStartOfDay(now('UTC'))) AS today
+    SELECT scope, scope_value,
+           sum(cost_usd) AS month_usd, sum(tokens) AS month_tokens,
+           sumIf(cost_usd, minute >= toStartOfDay(now('UTC'))) AS today_usd,
+           sumIf(tokens, minute >= toStartOfDay(now('UTC'))) AS today_tokens,
+           sumIf(cost_usd, minute >= toStartOfHour(now('UTC'))) AS hour_usd,
+           sumIf(tokens, minute >= toStartOfHour(now('UTC'))) AS hour_tokens
     FROM spend GROUP BY scope, scope_value
 ) AS s ON b.scope = s.scope AND b.scope_value = s.scope_value
 ORDER BY b.scope, b.scope_value, b.period
@@ -62,6 +72,7 @@ class Budget:
     scope_value: str
     period: str
     amount_usd: Decimal
+    limit_tokens: int = 0
 
 
 def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str]:
@@ -84,20 +95,34 @@ def split_scope(text: str) -> tuple[str, str]:
     return scope.strip().lower(), value.strip()
 
 
-def set_budget(store, scope: str, value: str | None, period: str, amount_usd) -> Budget:
+def set_budget(store, scope: str, value: str | None, period: str, amount_usd=None, tokens=None) -> Budget:
+    """Sets (or replaces) a budget of `amount_usd` dollars and/or `tokens` tokens per period."""
     scope, value, period = normalize(scope, value, period)
-    try:
-        amount = Decimal(str(amount_usd))
-    except InvalidOperation as exc:
-        raise ValueError(f"not an amount: {amount_usd!r}") from exc
-    if amount <= 0:
-        raise ValueError("the amount must be above 0 (use remove to drop a budget)")
+    amount = Decimal(0)
+    if amount_usd is not None:
+        try:
+            amount = Decimal(str(amount_usd))
+        except InvalidOperation as exc:
+            raise ValueError(f"not an amount: {amount_usd!r}") from exc
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError("the amount must be a number above 0 (use remove to drop a budget)")
+    limit = 0
+    if tokens is not None:
+        try:
+            limit = int(str(tokens).replace("_", "").replace(",", ""))
+        except ValueError as exc:
+            raise ValueError(f"not a number of tokens: {tokens!r}") from exc
+        if not 0 < limit < 2**63:
+            raise ValueError("the token limit must be a whole number above 0")
+    if not amount and not limit:
+        raise ValueError("a budget needs an amount in USD (--amount), a number of tokens (--tokens), or both")
     store.command(
-        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
-        "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, now64(3), 0)",
-        {"scope": scope, "value": value, "period": period, "amount": str(amount)},
+        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, limit_tokens, updated_at, is_deleted) "
+        "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, {tokens:UInt64}, "
+        "now64(3), 0)",
+        {"scope": scope, "value": value, "period": period, "amount": str(amount), "tokens": limit},
     )
-    return Budget(scope, value, period, amount)
+    return Budget(scope, value, period, amount, limit)
 
 
 def remove_budget(store, scope: str, value: str | None, period: str) -> bool:
@@ -115,7 +140,13 @@ def remove_budget(store, scope: str, value: str | None, period: str) -> bool:
 
 def list_budgets(store) -> list[Budget]:
     result = store.query(LIST_SQL)
-    return [Budget(r[0], r[1], r[2], Decimal(str(r[3]))) for r in result.rows]
+    return [Budget(r[0], r[1], r[2], Decimal(str(r[3])), int(r[4])) for r in result.rows]
+
+
+def budget_status(store) -> list[dict]:
+    """Each budget with its spend this period (what `budget list` prints and the guard polls)."""
+    result = store.query(STATUS_SQL)
+    return [dict(zip(result.column_names, row)) for row in result.rows]
 
 
 def _open(args: argparse.Namespace):
@@ -127,14 +158,16 @@ def _open(args: argparse.Namespace):
 def cmd_set(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        budget = set_budget(store, *split_scope(args.scope), args.period, args.amount)
+        budget = set_budget(store, *split_scope(args.scope), args.period, args.amount, args.tokens)
     except ValueError as exc:
         print(f"otel-llmcost budget: {exc}", file=sys.stderr)
         return 2
     finally:
         store.close()
     what = budget.scope + (f" {budget.scope_value}" if budget.scope_value else "")
-    print(f"budget set: {what}, ${budget.amount_usd} per {budget.period}")
+    limits = [f"${budget.amount_usd}"] * bool(budget.amount_usd) + [f"{budget.limit_tokens:,} tokens"] * bool(
+        budget.limit_tokens)
+    print(f"budget set: {what}, {' and '.join(limits)} per {budget.period}")
     return 0
 
 
@@ -172,11 +205,12 @@ def register(subparsers) -> None:
         q.add_argument("--store", help=store_help)
         q.add_argument("--scope", default="all",
                        help="what the budget covers: all, project=NAME, feature=NAME or user=ID (default all)")
-        q.add_argument("--period", choices=PERIODS, default="month", help="day or month, UTC (default month)")
+        q.add_argument("--period", choices=PERIODS, default="month", help="hour, day or month, UTC (default month)")
 
     q = sub.add_parser("set", help="set (or replace) a budget")
     scope_args(q)
-    q.add_argument("--amount", required=True, help="USD per period")
+    q.add_argument("--amount", help="USD per period")
+    q.add_argument("--tokens", help="tokens (input plus output) per period")
     q.set_defaults(func=cmd_set)
 
     q = sub.add_parser("remove", help="remove a budget")

@@ -83,6 +83,8 @@ SHARDING_KEYS = {
 _CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _CREATE_VIEW = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _ALTER_TABLE = re.compile(r"^ALTER\s+TABLE\s+`?(\w+)`?", re.I)
+_DROP_VIEW = re.compile(r"^DROP\s+VIEW\s+(IF\s+EXISTS\s+)?`?(\w+)`?", re.I)
+_TRUNCATE = re.compile(r"^TRUNCATE\s+TABLE\s+(IF\s+EXISTS\s+)?`?(\w+)`?", re.I)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|MODIFY|DROP|RENAME)\s+COLUMN\b", re.I)  # (not MATERIALIZE: data, local)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^)]*)\))?", re.I)
 
@@ -116,6 +118,12 @@ def cluster_ddl(statement: str, cluster: str | None) -> list[str]:
         body = statement[match.end():]
         body = re.sub(r"\b(TO|FROM|JOIN)\s+`?(llm_\w+)`?", lambda m: f"{m.group(1)} {m.group(2)}_local", body, flags=re.I)
         return [statement[:match.end()] + on + body]
+    match = _DROP_VIEW.match(statement)
+    if match:  # a materialized view exists on every node, under its own name
+        return [statement[:match.end()] + on + statement[match.end():]]
+    match = _TRUNCATE.match(statement)
+    if match:  # the data is in the local tables
+        return [statement[:match.start(2)] + match.group(2) + "_local" + on + statement[match.end():]]
     match = _ALTER_TABLE.match(statement)
     if match:
         altered = [f"ALTER TABLE {match.group(1)}_local{on}" + statement[match.end():]]

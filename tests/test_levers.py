@@ -199,6 +199,13 @@ def test_savings_command_formats(seeded, collector, capsys):
     kinds = {(f["kind"], f["feature"]) for f in out["findings"]}
     assert {("cheaper-model", "faq"), ("batch", "digest"), ("output-cap", "digest")} <= kinds
     assert all(isinstance(f["monthly_savings_usd"], str) and f["query"] for f in out["findings"])
+    # --save appends the run to llm_savings, which the dashboard's panel reads
+    assert cli.main(["savings", "--store", collector.store_url, "--save", "--format", "json"]) == 0
+    saved = json.loads(capsys.readouterr().out)["findings"]
+    rows = collector.query("SELECT kind, feature, toString(monthly_savings_usd) AS usd, query FROM llm_savings "
+                           "WHERE computed_at = (SELECT max(computed_at) FROM llm_savings)")
+    assert sorted((r["kind"], r["feature"], r["usd"]) for r in rows) == sorted(
+        (f["kind"], f["feature"], f["monthly_savings_usd"].rstrip("0").rstrip(".")) for f in saved)
     assert cli.main(["savings", "--store", collector.store_url, "--show-queries"]) == 0
     table = capsys.readouterr().out
     assert table.index("batch") < table.index("-- the query behind finding")

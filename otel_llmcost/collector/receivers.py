@@ -34,6 +34,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from ..budgets import budget_status
+from ..guard import BUDGETS_PATH
 from ..store import QUERY_PATH, StoreError, encode_value
 from .spool import Spool, SpoolFull
 
@@ -257,6 +259,8 @@ def make_http_handler(intake: Intake, store, stats: Callable[[], dict], auth_tok
                 self._send(200, b'{"status":"ok"}', "application/json")
             elif self.path == "/llmcost/v1/stats":
                 self._send(200, json.dumps(stats()).encode(), "application/json")
+            elif self.path == BUDGETS_PATH:
+                self._budgets()
             else:
                 self._send(404, b'{"message":"not found"}', "application/json")
 
@@ -306,6 +310,17 @@ def make_http_handler(intake: Intake, store, stats: Callable[[], dict], auth_tok
                 self._send(200, json_format.MessageToJson(response, indent=None).encode(), "application/json")
             else:
                 self._send(200, response.SerializeToString(), "application/x-protobuf")
+
+        def _budgets(self) -> None:
+            """The budgets and their spend this period, for the apps' budget guards (read-only)."""
+            if not self._authorized():
+                return self._error(401, "missing or wrong bearer token", True)
+            try:
+                budgets = budget_status(store)
+            except StoreError as exc:
+                return self._error(503, f"the store cannot be read: {exc}", True)
+            body = json.dumps({"budgets": budgets}, default=str).encode()
+            self._send(200, body, "application/json", {"Cache-Control": "no-store"})
 
         def _query(self) -> None:
             body = self._read_body() or b"{}"

@@ -29,6 +29,7 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .. import guard as _guard
 from .. import names
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
@@ -434,7 +435,7 @@ class RequestTracer:
         self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict
     ) -> tuple[_Call, context.Context] | None:
         """The call of an LLM request and the context to run it in (its span current, `CALL_IN_PROGRESS_KEY`
-        set), or None for anything else. Never raises."""
+        set), or None for anything else. Raises only what the budget guard, when enabled, raises to stop a call."""
         try:
             ctx = context.get_current()  # fetched once, passed to everything below
             if not _enabled(ctx):
@@ -449,10 +450,13 @@ class RequestTracer:
             span = self.tracer.start_span(
                 f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
-            return _Call(span, described.endpoint), _call_context(ctx, span)
+            guard = _guard.active
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
+        if guard is not None:  # the opt-in budget guard: stopping the call raises into the app, by design
+            guard.before_call(span, attributes, described.body)
+        return _Call(span, described.endpoint), _call_context(ctx, span)
 
     def request_attributes(
         self, described: Described, provider_name: str, ctx: context.Context | None = None

@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from .. import __version__
+from .. import __version__, guard
 from .api import app_tracer
 from .core import Provider, RequestTracer, end_stream_on_close, log_once, read_on_parse
 
@@ -52,6 +52,7 @@ class SdkInstrumentor(BaseInstrumentor):
         self._request_tracer = request_tracer
         self._tracer = tracer
         app_tracer.append(tracer)
+        guard.enable_from_environment(kwargs.get("tracer_provider"))
         self._instrument_more()
 
     def _wrap(self, target: Target, wrapper: Callable) -> None:

@@ -281,6 +281,25 @@ def print_findings(finder: Finder, findings: list[Finding], fmt: str, show_queri
         print("(--show-queries prints the SQL behind each figure; --format json includes it)", file=out)
 
 
+SAVE_COLUMNS = ("kind", "service_name", "project", "feature", "provider", "model", "monthly_savings_usd", "estimate",
+                "detail", "query")
+# The findings travel as one array per column (query parameters: the same through a collector's query endpoint).
+SAVE_SQL = """
+INSERT INTO llm_savings (computed_at, since_seconds, {columns})
+SELECT now64(3, 'UTC'), {{since:UInt64}}, f.1, f.2, f.3, f.4, f.5, f.6, toDecimal128(f.7, 9), f.8, f.9, f.10
+FROM (SELECT arrayJoin(arrayZip({arrays})) AS f)
+""".format(columns=", ".join(SAVE_COLUMNS), arrays=", ".join(
+    f"{{{c}:Array({'Bool' if c == 'estimate' else 'String'})}}" for c in SAVE_COLUMNS))
+
+
+def save(store, findings: list[Finding], seconds: int) -> None:
+    """Appends a run's findings to `llm_savings`, for the dashboard's savings panel."""
+    if findings:
+        columns = {c: [exact(f.monthly_savings_usd) if c == "monthly_savings_usd" else getattr(f, c) for f in findings]
+                   for c in SAVE_COLUMNS}
+        store.command(SAVE_SQL, {"since": seconds, **columns})
+
+
 def cmd_savings(args: argparse.Namespace) -> int:
     from ..store import open_store
 
@@ -289,6 +308,8 @@ def cmd_savings(args: argparse.Namespace) -> int:
     try:
         finder = Finder(store, args.since, cheaper=cheaper)
         findings = finder.find()
+        if args.save:
+            save(store, findings, args.since)
     finally:
         store.close()
     print_findings(finder, findings, args.format, args.show_queries, args.since_text)
@@ -313,6 +334,8 @@ def register(subparsers) -> None:
     p.add_argument("--since", default="30d", help="the traffic to learn from, back from now")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--show-queries", action="store_true", help="print the SQL behind each figure")
+    p.add_argument("--save", action="store_true", help="also append the findings to llm_savings (the dashboard's "
+                                                       "savings panel shows the latest run)")
     p.add_argument("--cheaper", action="append", type=model_pair, metavar="MODEL_REGEX=MODEL",
                    help="a cheaper model for a premium one (checked before the built-in list)")
     p.set_defaults(func=cmd_savings)
