@@ -71,14 +71,18 @@ def health(collector: Collector) -> tuple[int, dict]:
 
 
 def assert_totals_agree(collector: Collector) -> dict:
-    """Every row is a distinct span; plain sums equal FINAL sums; the rollup agrees with the rows."""
-    spans = collector.assert_each_once()
-    [plain] = collector.query("SELECT count() AS n, toString(sum(cost_usd)) AS cost, sum(input_tokens) AS input "
-                              "FROM llm_spans")
-    [final] = collector.query("SELECT count() AS n, toString(sum(cost_usd)) AS cost, sum(input_tokens) AS input "
-                              "FROM llm_spans FINAL")
-    assert plain == final, (plain, final)
-    return spans
+    """Every row is a distinct span; plain sums equal FINAL sums; the rollup agrees with the rows (application
+    cache hits are rows but not calls)."""
+    totals = "count() AS rows, toString(sum(cost_usd)) AS cost, sum(input_tokens) AS input, " \
+             "toString(sum(ifNull(app_cache_savings_usd, 0))) AS savings"
+    [plain] = collector.query(f"SELECT {totals}, uniqExact(trace_id, span_id) AS spans FROM llm_spans")
+    [final] = collector.query(f"SELECT {totals}, uniqExact(trace_id, span_id) AS spans FROM llm_spans FINAL")
+    assert plain == final and plain["rows"] == plain["spans"], (plain, final)
+    [rollup] = collector.query("SELECT sum(calls) + sum(app_cache_hits) AS rows, toString(sum(cost_usd)) AS cost, "
+                               "sum(input_tokens) AS input, toString(sum(app_cache_savings_usd)) AS savings "
+                               "FROM llm_rollup_1m")
+    assert rollup == {key: plain[key] if plain[key] is not None else "0" for key in rollup}, (rollup, plain)
+    return plain
 
 
 def send_good_spans_and_check_once(collector: Collector, n: int = 20) -> list[str]:
@@ -164,20 +168,20 @@ def test_counts_beyond_2_64_and_prefix_lengths_beyond_2_32_are_flagged(collector
     assert_totals_agree(collector)
 
 
-def test_a_span_starting_after_2262_is_rejected_and_the_rest_of_its_request_kept(collector):
-    year_2300 = calendar.timegm((2300, 1, 1, 0, 0, 0)) * NS
+def test_spans_starting_after_2106_are_rejected_and_the_rest_of_their_request_kept(collector):
+    # 2300: beyond the spans' DateTime64(9) (2262); 2150: within it, but beyond the rollups' DateTime minutes.
+    late = [calendar.timegm((2300, 1, 1, 0, 0, 0)) * NS, calendar.timegm((2150, 1, 1, 0, 0, 0)) * NS]
     now = time.time_ns()
-    spans = make_spans([{}, {}, {}], start_ns=[year_2300, now, now])
-    body = request_bytes(spans)
-    status, _, answer = post(collector.http_endpoint, body)
+    spans = make_spans([{}, {}, {}, {}], start_ns=[*late, now, now])
+    status, _, answer = post(collector.http_endpoint, request_bytes(spans))
     assert status == 200
     response = ExportResponse.FromString(answer)
-    assert response.partial_success.rejected_spans == 1
-    assert "2262" in response.partial_success.error_message
-    collector.wait_stored(ids_of(spans[1:]))
-    assert collector.count(ids_of(spans[:1])) == 0
+    assert response.partial_success.rejected_spans == 2
+    assert "2106" in response.partial_success.error_message
+    collector.wait_stored(ids_of(spans[2:]))
+    assert collector.count(ids_of(spans[:2])) == 0
     # The real exporter gets the same answer (and reports success: partial success is not retried).
-    again = make_spans([{}, {}], start_ns=[year_2300, now])
+    again = make_spans([{}, {}], start_ns=[late[0], now])
     assert http_exporter(collector).export(again) == SpanExportResult.SUCCESS
     collector.wait_stored(ids_of(again[1:]))
     send_good_spans_and_check_once(collector)
@@ -199,7 +203,7 @@ def test_one_batch_spanning_101_months_is_stored(collector):
 
 
 def test_spool_records_that_cannot_be_stored_become_dead_letters_after_a_restart(tmp_path):
-    """Requests spooled by a release without today's checks (a span after 2262, a record that is no OTLP) are
+    """Requests spooled by a release without today's checks (a span in 2300, a record that is no OTLP) are
     set aside when the loader meets them, never retried forever; the spans around them are stored."""
     from otel_llmcost.collector.spool import Spool
 
@@ -219,7 +223,7 @@ def test_spool_records_that_cannot_be_stored_become_dead_letters_after_a_restart
         collector.wait_for(lambda: collector.stats()["spool_backlog_bytes"] == 0, "the spool to be loaded")
         letters = collector.query("SELECT span_id, reason, record FROM llm_dead_letters ORDER BY reason")
         assert len(letters) == 2, letters
-        assert letters[0]["span_id"] == ids_of(spans)[1] and "2262" in letters[0]["reason"]
+        assert letters[0]["span_id"] == ids_of(spans)[1] and "2106" in letters[0]["reason"]
         assert json.loads(letters[0]["record"])["span_id"] == ids_of(spans)[1]
         assert "unreadable spool record" in letters[1]["reason"]
         stats = collector.stats()

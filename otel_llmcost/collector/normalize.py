@@ -28,7 +28,8 @@ used; the row stores zero tokens and zero cost, and the price of that usage as `
 Values are checked where they are read, so that no span can make a batch fail to insert: a token count that is
 not a finite number, or beyond UInt64 (alone, or the input once cache tokens are counted in), makes the span's
 usage unknown (stored as `no_usage`, the reason in the note); a prefix length beyond UInt32 is dropped (noted);
-a span starting after 2262-04-11 (beyond DateTime64(9)) or one whose reading fails is set aside (`SetAside`, a
+a span starting after 2106-02-07 (beyond the rollups' DateTime minutes; DateTime64(9) ends in 2262) or one whose
+reading fails is set aside (`SetAside`, a
 dead letter) instead of being stored.
 
 Private by default: attributes that hold prompt or completion content, or look like a secret (by name, or by a
@@ -110,11 +111,12 @@ assert PROMOTED <= SPELLINGS.keys(), "a promoted attribute must be read as a fac
 # Value kinds read straight off the protobuf; arrays, key-value lists and bytes go through `any_value`.
 SCALAR_KINDS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
 
-# The ranges of the columns values go to: UInt64 token counts, UInt32 prefix_length, DateTime64(9) timestamp
-# (an Int64 of nanoseconds: up to 2262-04-11).
+# The ranges of the columns values go to: UInt64 token counts, UInt32 prefix_length, and the timestamp: the
+# span's DateTime64(9) holds Int64 nanoseconds (up to 2262-04-11), the rollups' `minute` is a DateTime (UInt32
+# seconds: up to 2106-02-07T06:28:15Z), where a later time would not be refused but wrap around.
 MAX_COUNT = (1 << 64) - 1
 MAX_PREFIX_LENGTH = (1 << 32) - 1
-MAX_TIMESTAMP_NS = (1 << 63) - 1
+MAX_TIMESTAMP_NS = ((1 << 32) - 60) * 10**9
 
 
 class AbsurdValue(ValueError):
@@ -575,7 +577,7 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
     get = facts.get
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start > MAX_TIMESTAMP_NS:
-        raise SetAside(f"start time {start} ns is after 2262-04-11, beyond the timestamp column (DateTime64(9))")
+        raise SetAside(f"start time {start} ns is after 2106-02-07, beyond the rollups' minutes (DateTime)")
     cache_hit_kind = get("cache_hit_kind", "")
     try:
         if cache_hit_kind:

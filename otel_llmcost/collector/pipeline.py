@@ -544,6 +544,7 @@ class Loader(threading.Thread):
                                        self.spool.backlog)
                         return False
                     logger.warning("store write failed (%s); retrying in %.1fs, spooling meanwhile", exc, delay)
+                    self.progress_at = time.monotonic()  # waiting for the store (health says so), not stalled
                     time.sleep(delay)
                     delay = min(delay * 2, self.max_retry_seconds)
             letters = self.dead + refused

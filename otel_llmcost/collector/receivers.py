@@ -161,7 +161,7 @@ def reject_invalid_spans(request: ExportRequest) -> tuple[int, int, str]:
                 elif not span.start_time_unix_nano or not span.end_time_unix_nano:
                     reason = "no start or end time"
                 elif span.start_time_unix_nano > MAX_TIMESTAMP_NS:
-                    reason = "a start time after 2262-04-11 (beyond nanosecond timestamps)"
+                    reason = "a start time after 2106-02-07 (beyond the store's timestamps)"
                 else:
                     continue
                 bad.append(i)
