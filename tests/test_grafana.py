@@ -214,3 +214,23 @@ def test_no_secret_is_committed():
             text = path.read_text()
             assert not re.search(r"hooks\.slack\.com/services/\w", text), path
             assert not re.search(r"password:\s*(?!\$\{)\S", text), path
+
+
+def test_provision_needs_no_grafana_sdk(tmp_path):
+    """`otel-llmcost alerts provision` runs in every install: nothing it imports needs grafana-foundation-sdk."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'grafana_foundation_sdk':\n"
+               "            raise ImportError('blocked: ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from otel_llmcost.cli import main\n"
+               "sys.exit(main(['alerts', 'provision', '--out', sys.argv[1]]))\n")
+    done = subprocess.run([sys.executable, "-c", blocker, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    for relative, text in generated_files().items():
+        assert (tmp_path / relative).read_text() == text

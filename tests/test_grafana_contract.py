@@ -35,7 +35,7 @@ from otel_llmcost.alerts import format_money, load_rules, summarize
 from otel_llmcost.alerts.backtest import evaluate
 from otel_llmcost.alerts.dashboards import PANELS, VARIABLES, dashboards
 from otel_llmcost.alerts.grafana_ids import DATASOURCE_UID
-from otel_llmcost.alerts.macros import ALL, expand, strip_comments
+from otel_llmcost.alerts.macros import ALL, expand, js_replace_first, strip_comments
 from otel_llmcost.alerts.provision import RULE_PANELS
 from otel_llmcost.store import StoreError
 
@@ -326,6 +326,20 @@ def test_variable_selection_all_empty_and_plain_format():
     assert expand("${project:singlequote}", 0, 1, variables={"project": ["it's"]}) == "'it\\'s'"
     with pytest.raises(KeyError):
         expand("$project", 0, 1, variables={"project": ALL})  # All outside conditionalAll needs the options
+
+
+def test_conditional_all_is_put_in_place_by_javascript_replace():
+    """CHDatasource.ts replaces the call with `rawQuery.replace(call, phrase)`: in a JavaScript replacement
+    `$'` and `$&` are patterns, so a condition with `$'` in it (a regex's end anchor in a literal) would be
+    mangled. Ours has no `$` but its variables'."""
+    assert js_replace_first("a X b", "X", "[$'] [$&] [$$]") == "a [ b] [X] [$] b"
+    mangled = expand("SELECT $__conditionalAll(match(p, '^x$'), $project)", 0, 1, variables={"project": ["x"]})
+    assert mangled == "SELECT match(p, '^x)"
+    conditions = [(spec.title, c) for spec in PANELS.values()
+                  for c in re.findall(r"\$__conditionalAll\((.*?), \$\w+\)(?:\n|$)", spec.sql)]
+    assert len(conditions) >= 5 * len(PANELS) - 10
+    for title, condition in conditions:
+        assert not re.search(r"\$(?!\{\w+:percentencode\})", condition), title
 
 
 # -- against the engine: rates, quoting, the truth ----------------------------------------------------------------

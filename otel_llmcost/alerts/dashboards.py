@@ -51,7 +51,9 @@ def selected(variable: str, column: str) -> str:
     Grafana's percentencode turns a selection into `{a,b}` percent-encoded; the decoded text without its
     braces is split at the commas. The whole text is a candidate too, so that one selected name that
     contains a comma matches itself."""
-    decoded = f"replaceRegexpOne(decodeURLComponent('${{{variable}:percentencode}}'), '(?s)^[{{](.*)[}}]$', '\\\\1')"
+    # No `$` in the condition but the variable's: the plugin puts it in place with JavaScript's String.replace,
+    # where `$'` and `$&` are patterns (hence `\\z`, the regex's end of text, rather than `$`).
+    decoded = f"replaceRegexpOne(decodeURLComponent('${{{variable}:percentencode}}'), '(?s)^[{{](.*)[}}]\\\\z', '\\\\1')"
     return f"$__conditionalAll(has(arrayPushBack(splitByChar(',', {decoded}), {decoded}), {column}), ${variable})"
 
 

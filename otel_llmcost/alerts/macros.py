@@ -133,6 +133,52 @@ def _replace_call(sql: str, name: str, fn) -> str:
         pos = i + 1
 
 
+def _macro_args(sql: str, open_paren: int) -> list[str] | None:
+    """CHDatasource.ts `getMacroArgs`: split at commas where the bracket depth is 1, quotes not considered;
+    the arguments are kept as written (not trimmed)."""
+    args, depth, last = [], 0, open_paren + 1
+    for i in range(open_paren, len(sql)):
+        char = sql[i]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 1:
+            args.append(sql[last:i])
+            last = i + 1
+        if depth == 0:
+            args.append(sql[last:i])
+            return args
+    return None
+
+
+def js_replace_first(text: str, pattern: str, replacement: str) -> str:
+    """JavaScript's `text.replace(pattern, replacement)` for a string pattern: the first occurrence, and in the
+    replacement `$$`, `$&`, `` $` `` and `$'` are patterns."""
+    at = text.find(pattern)
+    if at < 0:
+        return text
+    before, after = text[:at], text[at + len(pattern):]
+    expanded = re.sub(r"\$([$&`'])", lambda m: {"$": "$", "&": pattern, "`": before, "'": after}[m.group(1)],
+                      replacement)
+    return before + expanded + after
+
+
+def conditional_all(sql: str, is_all, name_of) -> str:
+    """CHDatasource.ts `applyConditionalAll`: from the last `$__conditionalAll(` backwards, the call (rebuilt from
+    its two arguments) is replaced by `1=1` when the variable is All or empty, else by its condition."""
+    macro = "$__conditionalAll("
+    index = sql.rfind(macro)
+    while index >= 0:
+        args = _macro_args(sql, index + len(macro) - 1)
+        if args is None or len(args) != 2:
+            return sql
+        phrase = "1=1" if is_all(name_of(args[1])) else args[0]
+        sql = js_replace_first(sql, f"{macro}{args[0]},{args[1]})", phrase)
+        index = sql.rfind(macro)
+    return sql
+
+
 def _strict_percent(value: str) -> str:
     """JavaScript's encodeURIComponent, plus the sub-delimiters !'()* (Grafana's encodeURIComponentStrict)."""
     return quote(value, safe="-_.~")
@@ -184,7 +230,7 @@ def expand(sql: str, time_from: datetime | int, time_to: datetime | int, interva
         return selections[name]
 
     # 1. the browser: $__conditionalAll, then the template variables
-    sql = _replace_call(sql, "$__conditionalAll", lambda a: "1=1" if is_all(name_of(a[1])) else a[0])
+    sql = conditional_all(sql, is_all, name_of)
 
     def var(match: re.Match) -> str:
         name, fmt = match.group(1) or match.group(3), match.group(2)
