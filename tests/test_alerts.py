@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from otel_llmcost.alerts import PARAM_RE, PLACEHOLDER_RE, RULE_NAMES, TO_TIME, load_rules
+from otel_llmcost.alerts import PARAM_RE, PLACEHOLDER_RE, RULE_NAMES, SPECIAL_PLACEHOLDERS, TO_TIME, load_rules
 from otel_llmcost.alerts.backtest import backtest, evaluate
 from otel_llmcost.budgets import set_budget
 from otel_llmcost.simulate import seed_store
@@ -60,7 +60,7 @@ def test_rule_files_are_complete_and_consistent():
         assert TO_TIME not in rule.render() or rule.render().count(TO_TIME) == 1
         assert not PARAM_RE.search(rule.render()), f"{rule.name}: a parameter was left unrendered"
         for match in PLACEHOLDER_RE.finditer(rule.summary):
-            assert match.group(1) in (*rule.labels, *rule.values, *rule.texts, *rule.params), \
+            assert match.group(1) in (*rule.labels, *rule.values, *rule.texts, *rule.params, *SPECIAL_PLACEHOLDERS), \
                 f"{rule.name}: summary names {match.group(1)}"
         assert rule.severity in ("page", "warning")
         assert {"service_name", "project"} <= set(rule.labels) or rule.labels == ["project"], rule.name

@@ -1,4 +1,4 @@
-"""Grafana provisioning: structure checked with grafana-foundation-sdk's models, every SQL run on chDB.
+"""Grafana provisioning: every SQL run on chDB (what Grafana requires of the files: test_grafana_contract.py).
 
 Grafana itself cannot run here, so the SQL is the contract: each panel query and each alert query is
 expanded the way the ClickHouse plugin expands its macros and template variables, then run against the
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import alerting, dashboard as dashboard_model
 
 from otel_llmcost.alerts import load_rules
 from otel_llmcost.alerts.dashboards import PANELS, dashboards
 from otel_llmcost.alerts.macros import ALL, expand
-from otel_llmcost.alerts.provision import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID, generated_files
+from otel_llmcost.alerts.grafana_ids import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID
+from otel_llmcost.alerts.provision import generated_files
 from otel_llmcost.budgets import set_budget
 from otel_llmcost.simulate import seed_store
 
@@ -39,10 +38,6 @@ def store(empty_store):
     return empty_store
 
 
-def as_json(obj) -> object:
-    return json.loads(json.dumps(obj, cls=JSONEncoder))
-
-
 def read_yaml(relative: str) -> dict:
     return yaml.safe_load((GRAFANA / relative).read_text())
 
@@ -54,23 +49,25 @@ def test_committed_generated_files_are_up_to_date():
         assert path.read_text() == text, f"{path} is stale: run `otel-llmcost alerts provision`"
 
 
-def test_dashboards_round_trip_through_the_sdk_schema():
+def test_dashboards_hold_the_panels_and_variables():
     built = dashboards()
     assert set(built) == {"llmcost-overview", "llmcost-drilldown"}
     for name, document in built.items():
         on_disk = json.loads((GRAFANA / "dashboards" / f"{name}.json").read_text())
-        parsed = dashboard_model.Dashboard.from_json(on_disk)
-        assert as_json(parsed) == on_disk  # nothing the schema does not know
-        assert [v.name for v in parsed.templating.list_val] == ["service", "project", "feature", "provider", "model"]
-        for variable in parsed.templating.list_val:
-            assert variable.include_all and variable.multi
-            assert variable.datasource.uid == DATASOURCE_UID
-        assert parsed.panels and all(p.datasource.uid == DATASOURCE_UID for p in parsed.panels)
-        for panel in parsed.panels:
-            target = as_json(panel.targets[0])
+        assert on_disk == document
+        variables = document["templating"]["list"]
+        assert [v["name"] for v in variables] == ["service", "project", "feature", "provider", "model"]
+        for variable in variables:
+            assert variable["includeAll"] and variable["multi"]
+            assert variable["datasource"]["uid"] == DATASOURCE_UID
+        panels = document["panels"]
+        assert panels and all(p["datasource"]["uid"] == DATASOURCE_UID for p in panels)
+        for panel in panels:
+            (target,) = panel["targets"]
             assert target["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
-            assert target["rawSql"] == PANELS[panel.title].sql
-        titles = {p.title for p in parsed.panels}
+            assert target["rawSql"] == PANELS[panel["title"]].sql and panel["id"] == PANELS[panel["title"]].id
+        titles = {p["title"] for p in panels}
+        assert "Calls without a known cost" in titles
         if name == "llmcost-overview":
             assert {"Spend today vs daily budget", "Month to date, projected month end vs budget",
                     "Spend by provider", "Spend by model", "Spend by service", "Spend by feature",
@@ -79,16 +76,16 @@ def test_dashboards_round_trip_through_the_sdk_schema():
                     "Unpriced calls, errors, tokens per minute"} <= titles
         # gridPos: panels never overlap
         cells = set()
-        for panel in parsed.panels:
-            g = panel.grid_pos
-            area = {(x, y) for x in range(g.x, g.x + g.w) for y in range(g.y, g.y + g.h)}
-            assert not cells & area, panel.title
+        for panel in panels:
+            g = panel["gridPos"]
+            area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not cells & area, panel["title"]
             cells |= area
 
 
 def panel_rows(store, title: str, variables=None, hours: int = 24, interval: int = 300):
     sql = expand(PANELS[title].sql, END - timedelta(hours=hours), END, interval, variables or ALL_VARS)
-    assert "$" not in sql, sql
+    assert "$" not in re.sub(r"'(?:[^'\\]|\\.)*'", "''", sql), sql  # no macro or variable left outside literals
     result = store.query(sql)
     return [dict(zip(result.column_names, row)) for row in result.rows]
 
@@ -140,11 +137,10 @@ def test_panel_numbers(store):
 
 
 def test_variable_queries_list_the_values(store):
-    parsed = dashboard_model.Dashboard.from_json(dashboards()["llmcost-overview"])
-    for variable in parsed.templating.list_val:
-        sql = expand(variable.query, END - timedelta(days=1), END)
+    for variable in dashboards()["llmcost-overview"]["templating"]["list"]:
+        sql = expand(variable["query"], END - timedelta(days=1), END)
         values = [row[0] for row in store.query(sql).rows]
-        assert values and values == sorted(values), variable.name
+        assert values and values == sorted(values), variable["name"]
 
 
 def test_alert_rules_file_structure_and_queries(store):
@@ -155,20 +151,19 @@ def test_alert_rules_file_structure_and_queries(store):
     rules = {r.name: r for r in load_rules()}
     assert [r["title"] for r in group["rules"]] == list(rules)
     for entry in group["rules"]:
-        rule = alerting.Rule.from_json({**entry, "folderUID": "x", "ruleGroup": group["name"], "orgID": 1})
-        assert rule.condition == "C" and rule.no_data_state == "OK"
-        refs = {q.ref_id: q for q in rule.data}
+        assert entry["condition"] == "C" and entry["noDataState"] == "OK"
+        refs = {q["refId"]: q for q in entry["data"]}
         assert {"A", "B", "C"} <= set(refs)
-        assert as_json(refs["C"].model)["conditions"][0]["evaluator"] == {"type": "gt", "params": [0]}
+        assert refs["C"]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0]}
         spec = rules[entry["title"]]
         assert set(refs) == {"A", "B", "C", *(c.upper() for c in spec.values), *(["TOP"] if spec.texts else [])}
         assert entry["labels"]["severity"] == spec.severity
         assert "$values." in entry["annotations"]["summary"] and entry["annotations"]["dashboard_url"].count(
             f"/d/{DRILLDOWN_UID}/") == 1
         for ref, query in refs.items():
-            if query.datasource_uid == "__expr__":
+            if query["datasourceUid"] == "__expr__":
                 continue
-            model = as_json(query.model)
+            model = query["model"]
             assert model["datasource"]["uid"] == DATASOURCE_UID and model["format"] == 1
             # the plugin expands $__toTime to the end of the rule's relative time range: the evaluation time
             sql = expand(model["rawSql"], END - timedelta(minutes=10), END)
@@ -184,33 +179,30 @@ def test_alert_rules_file_structure_and_queries(store):
 
 
 def test_contact_point_policy_templates_and_datasource():
-    points = read_yaml("provisioning/alerting/llmcost-contact-points.yaml")
+    points = yaml.safe_load((GRAFANA / "slack/llmcost-contact-points.yaml").read_text())
     (point,) = points["contactPoints"]
     (receiver,) = point["receivers"]
-    contact = alerting.ContactPoint.from_json({**receiver, "name": point["name"]})
-    assert contact.type_val == "slack" and contact.settings["url"] == "${LLMCOST_SLACK_WEBHOOK_URL}"
-    assert "llmcost.slack.text" in contact.settings["text"]
+    assert receiver["type"] == "slack" and receiver["settings"]["url"] == "${LLMCOST_SLACK_WEBHOOK_URL}"
+    assert "llmcost.slack.text" in receiver["settings"]["text"]
 
-    policies = read_yaml("provisioning/alerting/llmcost-policies.yaml")
+    policies = yaml.safe_load((GRAFANA / "slack/llmcost-policies.yaml").read_text())
     (policy,) = policies["policies"]
-    tree = alerting.NotificationPolicy.from_json(policy)
-    assert tree.receiver == point["name"] and all(r.receiver == point["name"] for r in tree.routes)
+    assert policy["receiver"] == point["name"] and all(r["receiver"] == point["name"] for r in policy["routes"])
     assert ["severity", "=", "page"] in policy["routes"][0]["object_matchers"]
-    assert {"alertname", "service_name", "project", "feature"} <= set(tree.group_by)
+    assert {"alertname", "service_name", "project", "feature"} <= set(policy["group_by"])
 
     templates = read_yaml("provisioning/alerting/llmcost-templates.yaml")
     (template,) = templates["templates"]
-    parsed = alerting.NotificationTemplate.from_json(template)
     for name in ("llmcost.slack.title", "llmcost.slack.text", "llmcost.slack.line"):
-        assert f'define "{name}"' in parsed.template
-    assert parsed.template.count("{{") == parsed.template.count("}}")
-    assert ".Annotations.summary" in parsed.template and ".Annotations.dashboard_url" in parsed.template
+        assert f'define "{name}"' in template["template"]
+    assert ".Annotations.summary" in template["template"] and ".Annotations.dashboard_url" in template["template"]
 
-    datasources = read_yaml("provisioning/datasources/llmcost-clickhouse.yaml")
-    (source,) = datasources["datasources"]
-    assert source["type"] == DATASOURCE_TYPE and source["uid"] == DATASOURCE_UID
+    for path in ("provisioning/datasources/llmcost-clickhouse.yaml", "collector/datasources/llmcost-clickhouse.yaml"):
+        (source,) = read_yaml(path)["datasources"]
+        assert source["type"] == DATASOURCE_TYPE and source["uid"] == DATASOURCE_UID
+        assert str(source["secureJsonData"]["password"]).startswith("${LLMCOST_")
+    (source,) = read_yaml("provisioning/datasources/llmcost-clickhouse.yaml")["datasources"]
     assert all(str(v).startswith("${LLMCOST_CLICKHOUSE_") for v in source["jsonData"].values())
-    assert source["secureJsonData"]["password"] == "${LLMCOST_CLICKHOUSE_PASSWORD}"
 
     provider = read_yaml("provisioning/dashboards/llmcost.yaml")["providers"][0]
     assert provider["type"] == "file" and provider["options"]["path"]
@@ -222,3 +214,23 @@ def test_no_secret_is_committed():
             text = path.read_text()
             assert not re.search(r"hooks\.slack\.com/services/\w", text), path
             assert not re.search(r"password:\s*(?!\$\{)\S", text), path
+
+
+def test_provision_needs_no_grafana_sdk(tmp_path):
+    """`otel-llmcost alerts provision` runs in every install: nothing it imports needs grafana-foundation-sdk."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'grafana_foundation_sdk':\n"
+               "            raise ImportError('blocked: ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from otel_llmcost.cli import main\n"
+               "sys.exit(main(['alerts', 'provision', '--out', sys.argv[1]]))\n")
+    done = subprocess.run([sys.executable, "-c", blocker, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    for relative, text in generated_files().items():
+        assert (tmp_path / relative).read_text() == text

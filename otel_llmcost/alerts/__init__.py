@@ -8,7 +8,10 @@ A rule file starts with a header of `-- key: value` lines:
     -- labels: service_name, project, feature      the columns that name an alert instance
     -- values: value, spend_usd, ...               numeric columns the message quotes (`value` first)
     -- texts: top_model, top_feature               text columns the message quotes
-    -- summary: ... {spend_usd:$} ...              the one-line message; {column:fmt} or {param}
+    -- summary: ... {spend_usd:$} ...              the one-line message; {column:fmt} or {param}, and
+                                                   {where} (service / project / feature, empty ones left
+                                                   out), {budget} (scope and value), {top} ("; top MODEL /
+                                                   FEATURE" when known); formats $ (money), n, x, %
     -- param NAME TYPE DEFAULT: what it means      a threshold or window, written {NAME:TYPE} in the SQL
     -- extends: other_rule                         (optional) the SQL of another rule, with this header's params
 
@@ -178,14 +181,41 @@ def load_rules(names: list[str] | None = None) -> list[Rule]:
     return [rules[n] for n in order]
 
 
+SCOPE_LABELS = ("service_name", "project", "feature")  # what {where} names, the non-empty ones
+SPECIAL_PLACEHOLDERS = ("where", "budget", "top")
+
+
+def placeholder_formats(rule: Rule) -> dict[str, str]:
+    """column -> its format in the summary (one format per column: the query can then scale it, see provision)."""
+    formats: dict[str, str] = {}
+    for match in PLACEHOLDER_RE.finditer(rule.summary):
+        name, fmt = match.group(1), match.group(2) or ""
+        if formats.setdefault(name, fmt) != fmt:
+            raise ValueError(f"rule {rule.name}: {{{name}}} is quoted with two formats")
+    return formats
+
+
+def format_money(value: float) -> str:
+    """Dollars with the precision an amount needs: $1234, $12.34, $0.50, $0.0031 (and $0, under $0.0001)."""
+    if value == 0:
+        return "$0"
+    if value >= 100:
+        return f"${value:.0f}"
+    if value >= 0.1:
+        return f"${value:.2f}"
+    if value >= 0.0001:
+        return f"${value:.2g}"
+    return "under $0.0001"
+
+
 def format_number(value: Any, fmt: str | None) -> str:
-    """The Python side of a summary placeholder format (the Go side is in provision.py)."""
+    """The Python side of a summary placeholder format (the Go side is `go_placeholder` in provision.py)."""
     if value is None:
         return ""
     if fmt == "$":
-        return f"{float(value):,.2f}"
+        return format_money(float(value))
     if fmt == "n":
-        return f"{float(value):,.0f}"
+        return f"{float(value):.0f}"
     if fmt == "x":
         return f"{float(value):.1f}x"
     if fmt == "%":
@@ -195,12 +225,33 @@ def format_number(value: Any, fmt: str | None) -> str:
     return str(value)
 
 
+def where_text(rule: Rule, row: dict[str, Any]) -> str:
+    """{where}: the instance's service / project / feature, the empty ones left out."""
+    parts = [str(row.get(label) or "") for label in SCOPE_LABELS if label in rule.labels]
+    return " / ".join(p for p in parts if p) or "(unattributed)"
+
+
+def budget_text(row: dict[str, Any]) -> str:
+    """{budget}: the budget's scope and value (`all` has none)."""
+    return " ".join(p for p in (str(row.get("scope") or ""), str(row.get("scope_value") or "")) if p)
+
+
+def top_text(row: dict[str, Any]) -> str:
+    """{top}: `; top MODEL / FEATURE` with what is known of the two, nothing when neither is."""
+    parts = [str(row.get(column) or "") for column in ("top_model", "top_feature")]
+    known = " / ".join(p for p in parts if p)
+    return f"; top {known}" if known else ""
+
+
 def summarize(rule: Rule, row: dict[str, Any], overrides: dict[str, Any] | None = None) -> str:
     """The rule's one-line message for one result row (what the Slack message says)."""
     params = rule.param_values(overrides)
+    special = {"where": lambda: where_text(rule, row), "budget": lambda: budget_text(row), "top": lambda: top_text(row)}
 
     def sub(match: re.Match) -> str:
         name, fmt = match.group(1), match.group(2)
+        if name in special:
+            return special[name]()
         if name in row:
             return format_number(row[name], fmt)
         if name in params:

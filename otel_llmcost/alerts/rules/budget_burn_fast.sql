@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature, scope, scope_value, period
 -- values: value, short_burn_rate, spend_usd, budget_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: budget burning fast ({scope} {scope_value}, {period} budget ${budget_usd:$}): {value:x} the even pace over {long_window_minutes}m and {short_burn_rate:x} over {short_window_minutes}m; ${spend_usd:$} in the last {long_window_minutes}m; requests {calls:n} vs {baseline_calls:n} in the same window yesterday; top {top_model} / {top_feature}
+-- summary: budget burning fast ({budget}, {period} budget {budget_usd:$}): {value:x} the even pace over {long_window_minutes}m and {short_burn_rate:x} over {short_window_minutes}m; {spend_usd:$} in the last {long_window_minutes}m; requests {calls:n} vs {baseline_calls:n} in the same window yesterday{top}
 -- param long_window_minutes UInt32 60: the long window, in minutes
 -- param short_window_minutes UInt32 5: the short window, in minutes (makes the alert resolve quickly)
 -- param burn_rate Float64 14.4: fire when both windows spend faster than this many times the even pace (budget / period length)

@@ -2,7 +2,7 @@
 -- extends: budget_burn_fast
 -- severity: warning
 -- for: 0s
--- summary: budget burning ({scope} {scope_value}, {period} budget ${budget_usd:$}): {value:x} the even pace over {long_window_minutes}m and {short_burn_rate:x} over {short_window_minutes}m; ${spend_usd:$} in the last {long_window_minutes}m; requests {calls:n} vs {baseline_calls:n} in the same window yesterday; top {top_model} / {top_feature}
+-- summary: budget burning ({budget}, {period} budget {budget_usd:$}): {value:x} the even pace over {long_window_minutes}m and {short_burn_rate:x} over {short_window_minutes}m; {spend_usd:$} in the last {long_window_minutes}m; requests {calls:n} vs {baseline_calls:n} in the same window yesterday{top}
 -- param long_window_minutes UInt32 360: the long window, in minutes
 -- param short_window_minutes UInt32 30: the short window, in minutes
 -- param burn_rate Float64 6: fire when both windows spend faster than this many times the even pace

@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature, scope, scope_value, period
 -- values: value, projected_usd, spend_usd, budget_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: projected to overrun the {period} budget ({scope} {scope_value}): ${projected_usd:$} by the end of the {period} at the current pace vs ${budget_usd:$} budget ({value:%}); ${spend_usd:$} so far; requests {calls:n} vs {baseline_calls:n} by this time last {period}; top {top_model} / {top_feature}
+-- summary: projected to overrun the {period} budget ({budget}): {projected_usd:$} by the end of the {period} at the current pace vs {budget_usd:$} budget ({value:%}); {spend_usd:$} so far; requests {calls:n} vs {baseline_calls:n} by this time last {period}{top}
 -- param margin Float64 0: fire when the projection exceeds the budget by more than this share (0 = any overrun)
 -- param min_elapsed Float64 0.1: project only once this share of the period has passed (0.1 = 3 days of a month)
 -- param periods_month_only UInt8 1: 1 = monthly budgets only (the month-end projection); 0 = daily ones too

@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature, scope, scope_value, period, threshold
 -- values: value, spend_usd, budget_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: {threshold} of the {period} budget reached ({scope} {scope_value}): ${spend_usd:$} of ${budget_usd:$} ({value:%}) so far this {period}; requests {calls:n} vs {baseline_calls:n} by this time last {period}; top {top_model} / {top_feature}
+-- summary: {threshold} of the {period} budget reached ({budget}): {spend_usd:$} of {budget_usd:$} ({value:%}) so far this {period}; requests {calls:n} vs {baseline_calls:n} by this time last {period}{top}
 -- param warn_ratio Float64 0.8: the first threshold (0.8 = 80% of the budget); the second is always 100%
 WITH
     -- include: _budget_windows,

@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature
 -- values: value, hit_rate, baseline_hit_rate, spend_usd, baseline_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: prompt-cache hit rate collapsed for {service_name} / {project} / {feature}: {hit_rate:%} of input tokens cached vs {baseline_hit_rate:%} baseline; ${spend_usd:$} in the last {window_minutes}m vs ${baseline_usd:$} baseline; requests {calls:n} vs {baseline_calls:n}; top {top_model} / {top_feature}
+-- summary: prompt-cache hit rate collapsed for {where}: {hit_rate:%} of input tokens cached vs {baseline_hit_rate:%} baseline; {spend_usd:$} in the last {window_minutes}m vs {baseline_usd:$} baseline; requests {calls:n} vs {baseline_calls:n}{top}
 -- param window_minutes UInt32 60: the recent window, in minutes
 -- param baseline_days UInt32 7: the baseline is the same window on each of this many previous days (pooled)
 -- param min_baseline_hit_rate Float64 0.3: only features whose baseline hit rate was at least this

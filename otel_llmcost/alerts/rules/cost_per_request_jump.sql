@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature, model
 -- values: value, cost_per_request_usd, baseline_cost_per_request_usd, spend_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: cost per request of {model} up {value:x} for {service_name} / {project} / {feature}: ${cost_per_request_usd:$} vs ${baseline_cost_per_request_usd:$} baseline, ${spend_usd:$} in the last {window_minutes}m; requests {calls:n} vs {baseline_calls:n}; top {top_model} / {top_feature}
+-- summary: cost per request of {model} up {value:x} for {where}: {cost_per_request_usd:$} vs {baseline_cost_per_request_usd:$} baseline, {spend_usd:$} in the last {window_minutes}m; requests {calls:n} vs {baseline_calls:n}{top}
 -- param window_minutes UInt32 60: the recent window, in minutes
 -- param baseline_days UInt32 7: the baseline is the same window on each of this many previous days (pooled)
 -- param jump Float64 0.5: fire when the cost per request grew by more than this (0.5 = +50%)

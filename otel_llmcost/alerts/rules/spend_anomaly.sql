@@ -4,7 +4,7 @@
 -- labels: project
 -- values: value, spend_usd, baseline_usd, threshold_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: unusual spend today for project {project}: ${spend_usd:$} so far vs ${baseline_usd:$} by this hour on a typical day (mean of {history_days} days; alert above ${threshold_usd:$}); requests {calls:n} vs {baseline_calls:n}; top {top_model} / {top_feature}
+-- summary: unusual spend today for {where}: {spend_usd:$} so far vs {baseline_usd:$} by this hour on a typical day (mean of {history_days} days; alert above {threshold_usd:$}); requests {calls:n} vs {baseline_calls:n}{top}
 -- param history_days UInt32 14: today is compared with the same hours of this many previous days
 -- param sigmas Float64 3: fire above the mean plus this many standard deviations ...
 -- param min_increase Float64 0.25: ... and above the mean by at least this share (0.25 = +25%)

@@ -4,7 +4,7 @@
 -- labels: service_name, project, feature
 -- values: value, spend_usd, baseline_usd, calls, baseline_calls
 -- texts: top_model, top_feature
--- summary: spend up {value:x} without traffic for {service_name} / {project} / {feature}: ${spend_usd:$} in the last {window_minutes}m vs ${baseline_usd:$} baseline; requests {calls:n} vs {baseline_calls:n}; top {top_model} / {top_feature}
+-- summary: spend up {value:x} without traffic for {where}: {spend_usd:$} in the last {window_minutes}m vs {baseline_usd:$} baseline; requests {calls:n} vs {baseline_calls:n}{top}
 -- param window_minutes UInt32 60: the recent window, in minutes
 -- param baseline_days UInt32 7: the baseline is the median of the same window on each of this many previous days (days without traffic left out; the median ignores the weekend in a weekday's baseline)
 -- param spend_growth Float64 0.5: fire when spend grew by more than this over its baseline (0.5 = +50%) ...
