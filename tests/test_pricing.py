@@ -348,7 +348,7 @@ def test_application_cache_hits_are_stored_with_their_savings(priced_collector):
                           genai_request_timestamp=when(start)).total_price
     assert priced["cache_hit_kind"] == "semantic"
     assert (priced["input_tokens"], priced["output_tokens"], priced["cost_usd"]) == (0, 0, Decimal(0))
-    assert priced["app_cache_savings_usd"] == expected.quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert priced["app_cache_savings_usd"] == expected.quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
     assert priced["price_status"] == "priced" and "no call made" in priced["price_note"]
     assert unpriced["cache_hit_kind"] == "exact" and unpriced["app_cache_savings_usd"] is None
     assert "acme-unknown-9" in unpriced["price_note"] and unpriced["cost_usd"] == 0
@@ -357,7 +357,7 @@ def test_application_cache_hits_are_stored_with_their_savings(priced_collector):
         "FROM llm_rollup_1m WHERE feature = 'faq' AND minute = toStartOfMinute(fromUnixTimestamp64Nano({s:Int64}))",
         {"s": start})
     assert (rollup["calls"], rollup["hits"]) == (0, 2)
-    assert rollup["saved"] == expected.quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert rollup["saved"] == expected.quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
 
 
 def test_the_collector_prices_with_the_price_file(priced_collector):
@@ -380,7 +380,7 @@ def test_the_collector_prices_with_the_price_file(priced_collector):
     assert fine_tune["price_source"] == f"prices.yaml sha256:{digest}"
     list_price = calc_price(Usage(input_tokens=5000, output_tokens=700), "claude-sonnet-4-5-20250929",
                             provider_id="anthropic", genai_request_timestamp=when(start + 1000)).total_price
-    assert claude["cost_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert claude["cost_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
     assert claude["price_source"] == f"genai-prices {VERSION} + prices.yaml sha256:{digest} -15%"
     assert "negotiated discount 15%" in claude["price_note"]
     assert unknown["price_status"] == "unpriced" and unknown["cost_usd"] is None
@@ -459,7 +459,7 @@ def test_record_cache_hit_spans_are_priced_as_savings(priced_collector, spans):
     assert (row["cache_hit_kind"], row["feature"], row["input_tokens"], row["cost_usd"]) == \
         ("exact", "cached-answers", 0, Decimal(0))
     # The price file's 15% Anthropic discount applies to what was saved, too.
-    assert row["app_cache_savings_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert row["app_cache_savings_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
 
 
 # -- the hot path's decoder: encoded attributes, decoded once and then looked up ------------------------------

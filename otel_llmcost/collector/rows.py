@@ -1,8 +1,14 @@
-"""A priced call as a row of `llm_spans`: the one place that knows the column order."""
+"""A priced call as a row of `llm_spans`: the one place that knows the column order.
+
+Amounts are stored as `Decimal(18, 9)`: each is rounded half-to-even at the ninth decimal here (the client
+library would truncate small amounts and round large ones at 18 significant digits). A call whose cost
+does not fit (a total or part of $1e9 or more, far beyond any real call, so a usage worth checking) is
+stored `unpriced` with its cost in the note, never as a NULL cost marked `priced` that sums as $0.
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from .normalize import Call
 from .pricing import Price
@@ -18,6 +24,23 @@ COLUMNS = (
 )
 
 _ZERO = Decimal(0)
+NANO = Decimal("1e-9")
+# Decimal(18, 9) holds amounts below $1e9: the smallest amount that rounds to $1e9 does not fit.
+STORABLE_LIMIT = Decimal("999999999.9999999995")
+
+
+def stored(amount: Decimal | None) -> Decimal | None:
+    """An amount as the store keeps it: rounded half-to-even at the ninth decimal."""
+    return None if amount is None else amount.quantize(NANO, rounding=ROUND_HALF_EVEN)
+
+
+def too_large(*amounts: Decimal | None) -> bool:
+    return any(amount is not None and abs(amount) >= STORABLE_LIMIT for amount in amounts)
+
+
+def too_large_note(amount: Decimal | None) -> str:
+    return (f"cost ${amount:f} is too large to store (the cost columns are Decimal(18, 9), below $1e9): "
+            "stored as unpriced; check the span's usage")
 
 
 def row(call: Call, price: Price) -> tuple:
@@ -25,6 +48,9 @@ def row(call: Call, price: Price) -> tuple:
         return cache_hit_row(call, price)
     if not call.has_usage:
         status, note = "no_usage", "the span reports no token usage"
+    elif price.status == "priced" and too_large(price.total, price.input, price.cache_read, price.cache_write,
+                                                price.output, price.cache_savings):
+        status, note = "unpriced", "; ".join(filter(None, [too_large_note(price.total), price.note]))
     else:
         status, note = price.status, price.note
     if call.notes:
@@ -37,12 +63,12 @@ def row(call: Call, price: Price) -> tuple:
         call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
         usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
         usage.reasoning_tokens,
-        price.total if priced else None,
-        price.input if priced else None,
-        price.cache_read if priced else None,
-        price.cache_write if priced else None,
-        price.output if priced else None,
-        price.cache_savings if priced else None,
+        stored(price.total) if priced else None,
+        stored(price.input) if priced else None,
+        stored(price.cache_read) if priced else None,
+        stored(price.cache_write) if priced else None,
+        stored(price.output) if priced else None,
+        stored(price.cache_savings) if priced else None,
         status, note, price.source if priced else "", price.model_id if priced else "",
         call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, "", None,
@@ -55,9 +81,13 @@ def cache_hit_row(call: Call, price: Price) -> tuple:
     with the reason in the note when that model has no price."""
     usage = call.usage
     avoided = f"{usage.input_tokens} input and {usage.output_tokens} output tokens"
-    if price.status == "priced":
+    if price.status == "priced" and too_large(price.total):
+        note = (f"application cache hit ({call.cache_hit_kind}): no call made; the avoided call is unpriced: "
+                f"{too_large_note(price.total)}")
+        savings, source, model_id = None, "", ""
+    elif price.status == "priced":
         note = f"application cache hit ({call.cache_hit_kind}): no call made; avoided {avoided}"
-        savings, source, model_id = price.total, price.source, price.model_id
+        savings, source, model_id = stored(price.total), price.source, price.model_id
     else:
         note = f"application cache hit ({call.cache_hit_kind}): no call made; the avoided call is unpriced: {price.note}"
         savings, source, model_id = None, "", ""
