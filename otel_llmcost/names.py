@@ -50,3 +50,6 @@ PREFIX_LENGTH = "llmcost.prompt.prefix_length"
 
 # Server-side tool use billed per request (Anthropic's web search).
 WEB_SEARCH_REQUESTS = "llmcost.usage.web_search_requests"
+
+# The provider another instrumentation named for a call the collector stores as self-hosted (by its server).
+REPORTED_PROVIDER = "llmcost.provider.reported"

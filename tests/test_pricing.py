@@ -391,10 +391,14 @@ def test_the_example_price_file_is_valid():
     from otel_llmcost.collector.price_overrides import load_price_file
 
     example = load_price_file(Path(__file__).resolve().parents[1] / "collector" / "prices.example.yaml")
-    assert len(example.models) == 4 and len(example.discounts) == 2
+    assert len(example.models) == 5 and len(example.discounts) == 2
     price = PriceCatalog(example).price("vllm", "llama-3.1-70b-local", ns("2026-11-20T12:00:00"),
                                         PricedUsage(6000 * 3600, 0))
     assert price.total == Decimal("5.00")  # an hour of both GPUs' input throughput costs the GPU hour
+    local = PriceCatalog(example).price("ollama", "deepseek-r1:8b", ns("2026-11-20T12:00:00"), PricedUsage(2000 * 3600, 0))
+    assert (local.total.quantize(Decimal("1e-9")), local.source) == (Decimal("0.80"), example.source)  # as stored
+    unnamed = PriceCatalog(example).price("vllm", "mistral-large-latest", ns("2026-11-20T12:00:00"), PricedUsage(10, 1))
+    assert unnamed.status == "unpriced" and "self-hosted model 'mistral-large-latest'" in unnamed.note
 
 
 # -- spellings of older instrumentations, through the real OTLP encoding -------------------------------------

@@ -29,12 +29,13 @@ used; the row stores zero tokens and zero cost, and the price of that usage as `
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Iterable, Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from .. import names
+from .. import hosts, names
 from .pricing import PricedUsage
 
 # Each fact with its spellings, most specific first.
@@ -449,17 +450,49 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
     prefix_length = get("prefix_length", 0)
     if type(prefix_length) is not int or prefix_length < 0:
         prefix_length = count_of(prefix_length, notes)
+    provider = get("provider", "").lower()
+    if names.SERVER_ADDRESS in rest and scope_name != OUR_SCOPE:
+        provider = provider_at(provider, rest)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     # (positional, in `Call`'s order: a third of the cost of 28 keyword arguments, once per span)
     return Call(
         start, (end - start) / 1e6 if end > start else 0.0,
         span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-        service_name, span.name, scope_name, get("provider", "").lower(), get("operation", ""),
+        service_name, span.name, scope_name, provider, get("operation", ""),
         get("request_model", ""), get("response_model", ""), get("response_id", ""),
         STATUS_NAMES.get(span.status.code, "UNSET"), get("error_type", ""),
         usage, has_usage, get("service_tier", ""), get("project", ""), get("feature", ""), get("user_id", ""),
         rest, resource, get("prefix_hash", ""), prefix_length, notes, cache_hit_kind, resource_json,
     )
+
+
+OUR_SCOPE = "otel_llmcost"  # our instrumentation decides the provider with the app's own settings
+# (provider, server.address, server.port, the host mapping) -> the provider a call is stored and priced as.
+_PROVIDERS_AT: dict[tuple[str, str, str, str], str] = {}
+
+
+def provider_at(provider: str, attributes: dict[str, str]) -> str:
+    """Another instrumentation's provider for a call to `server.address`: a self-hosting server's name for
+    loopback, private networks and known self-hosting servers (`otel_llmcost.hosts`; the collector's
+    `OTEL_LLMCOST_PROVIDER_HOSTS` first, `host=hosted` keeps the span's provider). When it differs, the span's
+    own provider is kept in the attributes as `llmcost.provider.reported`."""
+    key = (provider, attributes[names.SERVER_ADDRESS], attributes.get("server.port", ""),
+           os.environ.get(hosts.HOSTS_ENV, ""))
+    found = _PROVIDERS_AT.get(key)
+    if found is None:
+        host = key[1].lower()
+        found = hosts.named_provider(host) or ""
+        if not found:
+            port = key[2]
+            found = hosts.self_hosted_provider(host, int(port) if port.isdigit() else None) or provider
+        elif found == hosts.HOSTED:
+            found = provider
+        if len(_PROVIDERS_AT) >= 4096:
+            _PROVIDERS_AT.clear()
+        _PROVIDERS_AT[key] = found
+    if found != provider:
+        attributes[names.REPORTED_PROVIDER] = provider
+    return found
 
 
 def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:

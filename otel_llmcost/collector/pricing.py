@@ -49,6 +49,7 @@ from genai_prices import Usage, data_snapshot
 from genai_prices import types as price_types
 from genai_prices.units import _get_registry
 
+from ..hosts import SELF_HOSTED, is_self_hosted
 from .price_overrides import Discount, PriceFile, load_price_file
 
 logger = logging.getLogger("otel_llmcost.collector")
@@ -500,7 +501,9 @@ class PriceCatalog:
 
     def _target(self, provider_name: str, model: str, tier: str) -> _Target:
         provider_id = PROVIDER_IDS.get(provider_name.lower()) if provider_name else None
-        found = self.find(provider_id, model)
+        self_hosted = is_self_hosted(provider_name)
+        # A self-hosted model is priced by the price file only: the catalog would guess a hosted API from its name.
+        found = self_hosted_reason(provider_name, model) if self_hosted else self.find(provider_id, model)
         entry = found if isinstance(found, _Entry) else None
         reason = found if isinstance(found, str) else ""
         custom: list = []
@@ -508,7 +511,8 @@ class PriceCatalog:
         granularity = entry.granularity if entry else _DAY_NS
         if self.price_file is not None:
             names = {model, model.rsplit("/", 1)[-1]}
-            providers = {provider_name, provider_id or "", entry.provider.id if entry else ""} - {""}
+            providers = {provider_name, provider_id or "", entry.provider.id if entry else "",
+                         SELF_HOSTED if self_hosted else ""} - {""}
             custom = self.price_file.custom_for(providers, names)
             if entry is not None:
                 names.add(entry.model.id)
@@ -580,6 +584,14 @@ class PriceCatalog:
             return BATCH_FACTOR, (f"service tier {tier!r}: 50% of the standard price (otel-llmcost's rule; "
                                   "genai-prices has no price for this tier of this model)")
         return Decimal(1), f"service tier {tier!r}: no price for this tier known; priced at the standard price"
+
+
+def self_hosted_reason(provider_name: str, model: str) -> str:
+    """Why a self-hosted model is unpriced, and how to price it."""
+    return (f"self-hosted model {model!r} (provider {provider_name}) has no price: name it in the price file "
+            f"(OTEL_LLMCOST_PRICES), e.g. models: [{{model: {model!r}, provider: {provider_name}, gpu_hour_usd: 2.50, "
+            f"tokens_per_second: 1500}}]; if its host stands for a hosted API (a gateway or proxy), map it: "
+            f"OTEL_LLMCOST_PROVIDER_HOSTS=<host>=hosted")
 
 
 def percent(value: Decimal) -> str:

@@ -11,11 +11,12 @@ spans are exported and the collector counts the call once (see the collector's d
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Collection, Mapping
 
 from opentelemetry import context
 
-from .. import names
+from .. import hosts, names
 from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
@@ -25,6 +26,23 @@ def provider_name(client: Any) -> str:
         return "aws.bedrock"
     if "Vertex" in kind:
         return "gcp.vertex_ai"
+    base_url = getattr(client, "_base_url", None) or client.base_url
+    return provider_for_host(base_url.host, base_url.port)
+
+
+@lru_cache(maxsize=256)
+def provider_for_host(host: str, port: int | None = None) -> str:
+    """An Anthropic-compatible server (Ollama and vLLM serve the Messages API too) on loopback, a private network
+    or a known self-hosting server is named as such (`otel_llmcost.hosts`), unless the user's mapping names the
+    host (`hosted`: Anthropic's API behind a gateway or proxy)."""
+    host = host.lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and host != "api.anthropic.com":
+        local = hosts.self_hosted_provider(host, port)
+        if local:
+            return local
     return "anthropic"
 
 

@@ -12,15 +12,38 @@ Gemini's `prompt_token_count` already includes `cached_content_token_count`, so 
 from __future__ import annotations
 
 import types
+from functools import lru_cache
 from typing import Any, Collection, Mapping
+from urllib.parse import urlsplit
 
-from .. import names
+from .. import hosts, names
 from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
 from .instrumentor import SdkInstrumentor
 
 
 def provider_name(models: Any) -> str:
-    return "gcp.vertex_ai" if getattr(models._api_client, "vertexai", False) else "gcp.gemini"
+    client = models._api_client
+    name = "gcp.vertex_ai" if getattr(client, "vertexai", False) else "gcp.gemini"
+    base_url = getattr(getattr(client, "_http_options", None), "base_url", None)
+    return _provider_for_base_url(base_url, name) if base_url else name
+
+
+@lru_cache(maxsize=64)
+def _provider_for_base_url(base_url: str, name: str) -> str:
+    """A custom base URL on loopback, a private network or a known self-hosting server is named as such
+    (`otel_llmcost.hosts`), unless the user's mapping names the host (`hosted`: Google's API behind a proxy)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and not host.endswith(".googleapis.com"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return hosts.self_hosted_provider(host, port) or name
+    return name
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
