@@ -20,7 +20,8 @@ COLUMNS = (
     "cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
     "cache_savings_usd", "price_status", "price_note", "price_source", "priced_model", "project", "feature",
     "user_id", "attributes", "resource_json", "prefix_hash", "prefix_length", "cache_hit_kind",
-    "app_cache_savings_usd",
+    "app_cache_savings_usd", "input_audio_tokens", "output_audio_tokens", "input_image_tokens", "output_image_tokens",
+    "request_fees_usd",
 )
 
 _ZERO = Decimal(0)
@@ -49,7 +50,7 @@ def row(call: Call, price: Price) -> tuple:
     if not call.has_usage:
         status, note = "no_usage", "the span reports no token usage"
     elif price.status == "priced" and too_large(price.total, price.input, price.cache_read, price.cache_write,
-                                                price.output, price.cache_savings):
+                                                price.output, price.cache_savings, price.fees):
         status, note = "unpriced", "; ".join(filter(None, [too_large_note(price.total), price.note]))
     else:
         status, note = price.status, price.note
@@ -61,8 +62,10 @@ def row(call: Call, price: Price) -> tuple:
         call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
         call.service_name, call.span_name, call.scope_name, call.provider, call.operation,
         call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
-        usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
-        usage.reasoning_tokens,
+        # (compaction iterations are billed tokens of the call too: counted in; `stored_usage` takes them out)
+        usage.input_tokens + usage.compaction_input_tokens, usage.output_tokens + usage.compaction_output_tokens,
+        usage.cache_read_tokens + usage.compaction_cache_read_tokens,
+        usage.cache_write_tokens + usage.compaction_cache_write_tokens, usage.reasoning_tokens,
         stored(price.total) if priced else None,
         stored(price.input) if priced else None,
         stored(price.cache_read) if priced else None,
@@ -72,6 +75,8 @@ def row(call: Call, price: Price) -> tuple:
         status, note, price.source if priced else "", price.model_id if priced else "",
         call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, "", None,
+        usage.input_audio_tokens, usage.output_audio_tokens, usage.input_image_tokens, usage.output_image_tokens,
+        stored(price.fees) if priced else None,
     )
 
 
@@ -102,4 +107,5 @@ def cache_hit_row(call: Call, price: Price) -> tuple:
         "priced", note, source, model_id,
         call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, call.cache_hit_kind, savings,
+        0, 0, 0, 0, _ZERO,
     )

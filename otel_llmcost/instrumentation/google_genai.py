@@ -63,7 +63,32 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     cached = positive_int(field(usage, "cached_content_token_count"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
+    for details, by_modality in _MODALITY_DETAILS:
+        for item in field(usage, details) or ():
+            name = by_modality.get(_modality(field(item, "modality")))
+            count = positive_int(field(item, "token_count"))
+            if name is not None and count:
+                attributes[name] = attributes.get(name, 0) + count
     return attributes
+
+
+# Token counts by modality (billed at their own prices: audio input, image output, ...), as genai-prices'
+# extractor reads them: documents count as images; tool-use prompt tokens are input.
+_INPUT_MODALITIES = {"AUDIO": names.INPUT_AUDIO_TOKENS, "IMAGE": names.INPUT_IMAGE_TOKENS,
+                     "DOCUMENT": names.INPUT_IMAGE_TOKENS, "VIDEO": names.INPUT_VIDEO_TOKENS}
+_MODALITY_DETAILS = (
+    ("prompt_tokens_details", _INPUT_MODALITIES),
+    ("tool_use_prompt_tokens_details", _INPUT_MODALITIES),
+    ("cache_tokens_details", {"AUDIO": names.CACHE_READ_AUDIO_TOKENS, "IMAGE": names.CACHE_READ_IMAGE_TOKENS,
+                              "DOCUMENT": names.CACHE_READ_IMAGE_TOKENS}),
+    ("candidates_tokens_details", {"AUDIO": names.OUTPUT_AUDIO_TOKENS, "IMAGE": names.OUTPUT_IMAGE_TOKENS,
+                                   "DOCUMENT": names.OUTPUT_IMAGE_TOKENS, "VIDEO": names.OUTPUT_VIDEO_TOKENS}),
+)
+
+
+def _modality(value: Any) -> str:
+    """`MediaModality.AUDIO` (the SDK's enum) or `"AUDIO"` (a raw body) as `AUDIO`."""
+    return str(getattr(value, "value", value) or "").upper()
 
 
 def read_response(response: Any) -> dict[str, Any]:

@@ -116,12 +116,18 @@ def _usage_attributes(usage: Any) -> dict[str, Any]:
         written = get_detail(details, "cache_write_tokens", None)
         if type(written) is int and written > 0:
             attributes[names.CACHE_WRITE_TOKENS] = written
+        audio = get_detail(details, "audio_tokens", None)  # within prompt_tokens (gpt-audio, gpt-4o-audio-preview)
+        if type(audio) is int and audio > 0:
+            attributes[names.INPUT_AUDIO_TOKENS] = audio
     details = get(usage, "completion_tokens_details", None)
     if details is not None:
         get_detail = dict.get if type(details) is dict else getattr
         reasoning = get_detail(details, "reasoning_tokens", None)
         if type(reasoning) is int and reasoning > 0:
             attributes[names.REASONING_TOKENS] = reasoning
+        audio = get_detail(details, "audio_tokens", None)  # within completion_tokens
+        if type(audio) is int and audio > 0:
+            attributes[names.OUTPUT_AUDIO_TOKENS] = audio
     return attributes
 
 
@@ -134,9 +140,13 @@ def _responses_usage_attributes(usage: Any) -> dict[str, Any]:
     value = positive_int(field(usage, "output_tokens"))
     if value is not None:
         attributes[names.OUTPUT_TOKENS] = value
-    cached = positive_int(field(field(usage, "input_tokens_details"), "cached_tokens"))
+    input_details = field(usage, "input_tokens_details")
+    cached = positive_int(field(input_details, "cached_tokens"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
+    written = positive_int(field(input_details, "cache_write_tokens"))
+    if written:
+        attributes[names.CACHE_WRITE_TOKENS] = written
     reasoning = positive_int(field(field(usage, "output_tokens_details"), "reasoning_tokens"))
     if reasoning:
         attributes[names.REASONING_TOKENS] = reasoning
@@ -156,7 +166,21 @@ def read_response(response: Any) -> dict[str, Any]:
     tier = get(response, "service_tier", None)
     if isinstance(tier, str):
         attributes[names.SERVICE_TIER] = tier
+    output = get(response, "output", None)  # Responses API: the output items, tool calls among them
+    if output and isinstance(output, list):
+        _count_tool_calls(output, attributes)
     return attributes
+
+
+# Responses API output items billed per call (the catalog's web search and file search, `storage_searches`, prices).
+_PRICED_TOOL_CALLS = {"web_search_call": names.WEB_SEARCH_REQUESTS, "file_search_call": names.FILE_SEARCH_REQUESTS}
+
+
+def _count_tool_calls(output: list, attributes: dict[str, Any]) -> None:
+    for item in output:
+        name = _PRICED_TOOL_CALLS.get(field(item, "type"))
+        if name is not None:
+            attributes[name] = attributes.get(name, 0) + 1
 
 
 class ChunkReader(StreamReader):
