@@ -2,10 +2,13 @@
 file (`OTEL_LLMCOST_PRICES`, see `price_overrides.py`) layered on top.
 
 Exactness. The total is what `genai_prices.calc_price` gives for the same usage (with
-`price_context={"service_tier": ...}` or `{"processing": "batch"}`); the split into input, cache read, cache
-write and output comes from the same priced units, so the parts add up to the total (per-request fees, such
-as web searches, are in the total only). Custom prices from the price file go through the same machinery
-(a `ModelPrice` built from the file), so they follow the same rules.
+`price_context={"service_tier": ...}`, `{"processing": "batch"}`, `{"speed": "fast"}`); the split into input,
+cache read, cache write, output and fees (per-call and per-tool-call prices, such as web searches) comes from the
+same priced units, so the parts add up to the total. Usage by modality (audio, image, video tokens and their
+cache reads) and file searches are priced under genai-prices' own usage keys; an Anthropic call's compaction
+iterations are priced as a usage of their own (without a second per-request fee) and added. Custom prices from
+the price file go through the same machinery (a `ModelPrice` built from the file), so they follow the same rules.
+Self-hosted providers (`otel_llmcost.hosts`) are priced by the price file only.
 
 Model names. A provider prefix (`openai/gpt-4o`, `anthropic/claude-...`, `models/gemini-...`) is tried with and
 without; Bedrock ids (`us.anthropic.claude-...-v1:0`) are priced at Bedrock's price, else the vendor's; an OpenAI
@@ -171,6 +174,10 @@ class PricedUsage(NamedTuple):
                 self.compaction_cache_write_tokens) + (0,) * (PRICED_FIELDS - 4)
 
 
+assert PricedUsage._fields[:4] == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+assert PricedUsage._fields[PRICED_FIELDS:PRICED_FIELDS + 2] == ("compaction_input_tokens", "compaction_output_tokens")
+
+
 @dataclass(slots=True)
 class Price:
     status: str  # priced | unpriced
@@ -271,7 +278,7 @@ class Plan:
         # rates: price / per of each tier when exact (then rate * count == price * count / per, the same number).
         self.units = tuple((unit.usage_key, price, unit.per, _part(unit), _rates(price, unit.per))
                            for unit, price in self.resolved)
-        self.patterns: dict[int, tuple | None] = {}
+        self.patterns: dict[tuple[bool, ...], tuple | None] = {}
         self.memo: dict[tuple[int, ...], Price] = {}
 
     # -- the slow, reference path: genai-prices itself --------------------------------------------------
@@ -282,10 +289,10 @@ class Plan:
 
     # -- the fast path -----------------------------------------------------------------------------------
 
-    def _matrix(self, pattern: int) -> tuple | None:
-        """For usages whose non-zero fields are `pattern`: each unit's leaf count as integer coefficients
-        of the usage fields; None when genai-prices must be asked each time."""
-        present = [i for i in range(len(USAGE_KEYS)) if pattern >> i & 1]
+    def _matrix(self, pattern: tuple[bool, ...]) -> tuple | None:
+        """For usages whose non-zero fields are `pattern` (a flag per field): each unit's leaf count as integer
+        coefficients of the usage fields; None when genai-prices must be asked each time."""
+        present = [i for i, nonzero in enumerate(pattern) if nonzero]
         base = [(_BASE[i] if i in present else 0) for i in range(len(USAGE_KEYS))]
         try:
             at_base = self.counts(tuple(base))
@@ -312,10 +319,7 @@ class Plan:
         return tuple(rows)
 
     def leaf_counts(self, values: tuple[int, ...], requests: int = 1) -> list[int] | None:
-        pattern = 0
-        for i, v in enumerate(values):
-            if v:
-                pattern |= 1 << i
+        pattern = tuple(map(bool, values))
         try:
             rows = self.patterns[pattern]
         except KeyError:
@@ -509,9 +513,8 @@ class _Resolved:
         price = self.plan.price(usage.values()[:PRICED_FIELDS], self.source, self.model_id)
         if price.status != "priced":
             return price
-        compaction = usage.compaction()
-        if compaction is not None:
-            price = added(price, self.plan.price(compaction, self.source, self.model_id, requests=0))
+        if usage[16] or usage[17]:  # compaction input or output tokens
+            price = added(price, self.plan.price(usage.compaction(), self.source, self.model_id, requests=0))
             if price.status != "priced":
                 return price
         if self.factor != 1:

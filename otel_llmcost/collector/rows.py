@@ -28,6 +28,7 @@ _ZERO = Decimal(0)
 NANO = Decimal("1e-9")
 # Decimal(18, 9) holds amounts below $1e9: the smallest amount that rounds to $1e9 does not fit.
 STORABLE_LIMIT = Decimal("999999999.9999999995")
+_UNPRICED = (None,) * 7
 
 
 def stored(amount: Decimal | None) -> Decimal | None:
@@ -35,8 +36,10 @@ def stored(amount: Decimal | None) -> Decimal | None:
     return None if amount is None else amount.quantize(NANO, rounding=ROUND_HALF_EVEN)
 
 
-def too_large(*amounts: Decimal | None) -> bool:
-    return any(amount is not None and abs(amount) >= STORABLE_LIMIT for amount in amounts)
+def too_large(total: Decimal | None, savings: Decimal | None = None) -> bool:
+    """Whether a price's amounts fit: its parts are each at most its total (none is negative); the savings
+    are apart."""
+    return (total is not None and total >= STORABLE_LIMIT) or (savings is not None and abs(savings) >= STORABLE_LIMIT)
 
 
 def too_large_note(amount: Decimal | None) -> str:
@@ -49,34 +52,42 @@ def row(call: Call, price: Price) -> tuple:
         return cache_hit_row(call, price)
     if not call.has_usage:
         status, note = "no_usage", "the span reports no token usage"
-    elif price.status == "priced" and too_large(price.total, price.input, price.cache_read, price.cache_write,
-                                                price.output, price.cache_savings, price.fees):
+    elif price.status == "priced" and too_large(price.total, price.cache_savings):
         status, note = "unpriced", "; ".join(filter(None, [too_large_note(price.total), price.note]))
     else:
         status, note = price.status, price.note
     if call.notes:
         note = "; ".join(filter(None, [note, *call.notes]))
     usage = call.usage
+    if usage.compaction_input_tokens or usage.compaction_output_tokens:
+        # Compaction iterations are billed tokens of the call too: counted in (`stored_usage` takes them out).
+        tokens = (usage.input_tokens + usage.compaction_input_tokens, usage.output_tokens + usage.compaction_output_tokens,
+                  usage.cache_read_tokens + usage.compaction_cache_read_tokens,
+                  usage.cache_write_tokens + usage.compaction_cache_write_tokens)
+    else:
+        tokens = usage[:4]  # input, output, cache read, cache write
     priced = status == "priced"
+    if priced:
+        # (`stored`, written out: once per span; a zero, as most cache and fee parts are, needs no rounding)
+        q, even = NANO, ROUND_HALF_EVEN
+        cache_read, cache_write, savings, fees = price.cache_read, price.cache_write, price.cache_savings, price.fees
+        amounts = (price.total.quantize(q, even), price.input.quantize(q, even),
+                   cache_read.quantize(q, even) if cache_read else cache_read,
+                   cache_write.quantize(q, even) if cache_write else cache_write, price.output.quantize(q, even),
+                   savings.quantize(q, even) if savings else savings, fees.quantize(q, even) if fees else fees)
+    else:
+        amounts = _UNPRICED
     return (
         call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
         call.service_name, call.span_name, call.scope_name, call.provider, call.operation,
         call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
-        # (compaction iterations are billed tokens of the call too: counted in; `stored_usage` takes them out)
-        usage.input_tokens + usage.compaction_input_tokens, usage.output_tokens + usage.compaction_output_tokens,
-        usage.cache_read_tokens + usage.compaction_cache_read_tokens,
-        usage.cache_write_tokens + usage.compaction_cache_write_tokens, usage.reasoning_tokens,
-        stored(price.total) if priced else None,
-        stored(price.input) if priced else None,
-        stored(price.cache_read) if priced else None,
-        stored(price.cache_write) if priced else None,
-        stored(price.output) if priced else None,
-        stored(price.cache_savings) if priced else None,
+        *tokens, usage.reasoning_tokens,
+        *amounts[:6],
         status, note, price.source if priced else "", price.model_id if priced else "",
         call.project, call.feature, call.user_id, call.attributes, call.resource_json,
         call.prefix_hash, call.prefix_length, "", None,
         usage.input_audio_tokens, usage.output_audio_tokens, usage.input_image_tokens, usage.output_image_tokens,
-        stored(price.fees) if priced else None,
+        amounts[6],
     )
 
 
