@@ -161,13 +161,21 @@ def test_gemini_image_and_audio_tokens_are_priced_by_modality(google_tracing, sp
 # -- Anthropic: the fast speed tier and compaction iterations ----------------------------------------------------
 
 
-def test_anthropic_fast_speed_and_compaction_iterations_are_priced(spans, collector):
-    rec = fixture("anthropic/speed_and_compaction.json")
-    with replay.ReplayServer(rec) as server:
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_fast_speed_and_compaction_iterations_are_priced(stream, spans, collector):
+    rec = fixture("anthropic/speed_and_compaction.json")  # the reference: the stream fixture has the same usage
+    served = fixture("anthropic/speed_and_compaction_stream.json") if stream else rec
+    with replay.ReplayServer(served) as server:
         client = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
         fast_request, compaction_request = (i["request"]["body"] for i in rec["interactions"])
-        client.messages.create(**fast_request)
-        client.beta.messages.create(**compaction_request)
+        if stream:
+            with client.messages.stream(**fast_request) as events:
+                events.get_final_message()
+            with client.beta.messages.stream(**compaction_request) as events:
+                events.get_final_message()
+        else:
+            client.messages.create(**fast_request)
+            client.beta.messages.create(**compaction_request)
         assert server.unmatched == []
     finished = spans.get_finished_spans()
     fast, compacted = stored(collector, finished)
