@@ -61,6 +61,13 @@ def worker(variant: str, inserts: int) -> None:
         columns[at] = "resource_attributes"
         attributes = next(calls_in(encode_spans(spans).SerializeToString())).resource_attributes
         batches = [[row[:at] + (attributes,) + row[at + 1:] for row in rows] for rows in batches]
+    # The older schema lacks the columns later migrations added: the rows are written without them.
+    present = {row[0] for row in store.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                             "AND table = 'llm_spans'").rows}
+    kept = [i for i, column in enumerate(columns) if column in present]
+    if len(kept) < len(columns):
+        columns = [columns[i] for i in kept]
+        batches = [[tuple(row[i] for i in kept) for row in rows] for rows in batches]
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)

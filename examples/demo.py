@@ -79,6 +79,9 @@ def main() -> int:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector_url,
             "OTEL_LLMCOST_PROJECT": "demo",
+            # The sandbox on 127.0.0.1 stands in for the hosted APIs: price its calls as OpenAI's and Anthropic's
+            # (a model served from loopback would otherwise be self-hosted, priced only by the price file).
+            "OTEL_LLMCOST_PROVIDER_HOSTS": "127.0.0.1=hosted",
             "OPENAI_BASE_URL": f"{sandbox}/v1",
             "ANTHROPIC_BASE_URL": sandbox,
             "OPENAI_API_KEY": "sandbox",

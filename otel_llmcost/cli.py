@@ -92,16 +92,19 @@ def _looks_numeric(text: str) -> bool:
     return bool(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?|NULL", text))
 
 
-def json_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    return encode_value(value)
+def json_value(value: Any) -> str:
+    """One result value as JSON text. A Decimal is a JSON number with its exact digits (as a float,
+    123456789.123456789 would print as 123456789.12345679)."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    return json.dumps(encode_value(value))
 
 
 def print_result(result: QueryResult, fmt: str, out=sys.stdout) -> None:
     if fmt == "json":
         for row in result.rows:
-            print(json.dumps({k: json_value(v) for k, v in zip(result.column_names, row)}), file=out)
+            print("{" + ", ".join(f"{json.dumps(k)}: {json_value(v)}" for k, v in zip(result.column_names, row)) + "}",
+                  file=out)
     elif fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(result.column_names)

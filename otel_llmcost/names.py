@@ -50,3 +50,25 @@ PREFIX_LENGTH = "llmcost.prompt.prefix_length"
 
 # Server-side tool use billed per request (Anthropic's web search).
 WEB_SEARCH_REQUESTS = "llmcost.usage.web_search_requests"
+
+# The provider another instrumentation named for a call the collector stores as self-hosted (by its server).
+REPORTED_PROVIDER = "llmcost.provider.reported"
+
+# Usage billed apart from text tokens, by modality (each inside the input or output count it belongs to, as
+# the providers report them), per-call tool fees, the speed tier, and compaction iterations.
+INPUT_AUDIO_TOKENS = "llmcost.usage.input_audio_tokens"
+CACHE_READ_AUDIO_TOKENS = "llmcost.usage.cache_read_audio_tokens"  # within the cache reads and the input audio
+OUTPUT_AUDIO_TOKENS = "llmcost.usage.output_audio_tokens"
+INPUT_IMAGE_TOKENS = "llmcost.usage.input_image_tokens"
+CACHE_READ_IMAGE_TOKENS = "llmcost.usage.cache_read_image_tokens"
+OUTPUT_IMAGE_TOKENS = "llmcost.usage.output_image_tokens"
+INPUT_VIDEO_TOKENS = "llmcost.usage.input_video_tokens"
+OUTPUT_VIDEO_TOKENS = "llmcost.usage.output_video_tokens"
+FILE_SEARCH_REQUESTS = "llmcost.usage.file_search_requests"  # OpenAI's file_search tool calls
+SPEED = "llmcost.response.speed"  # Anthropic's `usage.speed`: standard | fast
+# Anthropic compaction iterations (`usage.iterations` entries of type `compaction`): billed, but not in the
+# top-level usage, so not in gen_ai.usage.*. Input counts all input, cache reads and writes included.
+COMPACTION_INPUT_TOKENS = "llmcost.usage.compaction.input_tokens"
+COMPACTION_OUTPUT_TOKENS = "llmcost.usage.compaction.output_tokens"
+COMPACTION_CACHE_READ_TOKENS = "llmcost.usage.compaction.cache_read.input_tokens"
+COMPACTION_CACHE_WRITE_TOKENS = "llmcost.usage.compaction.cache_creation.input_tokens"

@@ -40,7 +40,7 @@ PAGE = 2000
 
 # Columns reprice rewrites (the rest of the row is copied as stored).
 PRICE_COLUMNS = ("cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
-                 "cache_savings_usd", "app_cache_savings_usd")
+                 "cache_savings_usd", "app_cache_savings_usd", "request_fees_usd")
 TEXT_COLUMNS = ("price_status", "price_note", "price_source", "priced_model")
 # Beginnings of the notes normalize.py makes about a span (not about its price): kept as they are.
 SPAN_NOTES = ("input tokens ", "odd token count", "non-numeric token count")
@@ -48,6 +48,7 @@ SPAN_NOTES = ("input tokens ", "odd token count", "non-numeric token count")
 READ_SQL = """
 SELECT trace_id, span_id, toUnixTimestamp64Nano(timestamp) AS ts, provider, request_model, response_model,
        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cache_hit_kind,
+       input_audio_tokens, output_audio_tokens, input_image_tokens, output_image_tokens,
        attributes, {price_columns}, {text_columns}
 FROM llm_spans FINAL
 WHERE timestamp >= fromUnixTimestamp64Nano({lo:Int64}) AND timestamp < fromUnixTimestamp64Nano({hi:Int64})
@@ -85,16 +86,7 @@ def usage_of_row(record: dict) -> PricedUsage:
         return PricedUsage(
             input_tokens=normalize.token_count(attributes, (normalize.names.CACHE_HIT_INPUT_TOKENS,), notes),
             output_tokens=normalize.token_count(attributes, (normalize.names.CACHE_HIT_OUTPUT_TOKENS,), notes))
-    write = record["cache_write_tokens"]
-    return PricedUsage(
-        input_tokens=record["input_tokens"],
-        output_tokens=record["output_tokens"],
-        cache_read_tokens=record["cache_read_tokens"],
-        cache_write_tokens=write,
-        cache_write_1h_tokens=min(normalize.token_count(attributes, normalize.CACHE_WRITE_1H_KEYS, notes), write),
-        reasoning_tokens=record["reasoning_tokens"],
-        web_searches=normalize.token_count(attributes, normalize.WEB_SEARCH_KEYS, notes),
-    )
+    return normalize.stored_usage(record)
 
 
 def new_values(record: dict, catalog: PriceCatalog) -> dict[str, Any] | None:
@@ -104,7 +96,7 @@ def new_values(record: dict, catalog: PriceCatalog) -> dict[str, Any] | None:
     attributes = record["attributes"] or {}
     usage = usage_of_row(record)
     model = record["response_model"] or record["request_model"]
-    tier = normalize.as_text(normalize.first(attributes, normalize.SERVICE_TIER_KEYS))
+    tier = normalize.stored_service_tier(attributes)
     price: Price = catalog.price(record["provider"], model, record["ts"], usage, tier or None)
     call = normalize.Call(
         timestamp_ns=record["ts"], duration_ms=0.0, trace_id="", span_id="", parent_span_id="", service_name="",

@@ -21,6 +21,11 @@ from otel_llmcost.store import RemoteStore, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The replay servers and the sandbox on 127.0.0.1 stand in for the hosted APIs: their calls keep the provider
+# the SDK or span names (without this, loopback means a self-hosted model, priced only by a price file). Set
+# here, before any test runs, so that the collector processes and instrumented apps the tests start inherit it.
+os.environ.setdefault("OTEL_LLMCOST_PROVIDER_HOSTS", "127.0.0.1=hosted,localhost=hosted")
+
 
 @pytest.fixture(scope="session")
 def tracing():

@@ -206,7 +206,8 @@ def fresh_hosts():
         ("api.groq.com", {}, "groq"),
         ("openrouter.ai", {}, "openrouter"),
         ("my-resource.openai.azure.com", {}, "azure.ai.openai"),
-        ("127.0.0.1", {}, "openai"),
+        ("127.0.0.1", {}, "self-hosted"),  # loopback: a self-hosted model unless told (see test_self_hosted.py)
+        ("127.0.0.1", {"OTEL_LLMCOST_PROVIDER_HOSTS": "127.0.0.1=hosted"}, "openai"),
         ("127.0.0.1", {"OTEL_LLMCOST_OPENAI_PROVIDER": "vllm"}, "vllm"),
         ("llm.internal.example", {"OTEL_LLMCOST_PROVIDER_HOSTS": "llm.internal.example=vllm, ollama.lan=ollama"},
          "vllm"),

@@ -155,7 +155,7 @@ def check(collector, peer: str, recording: str, lost: set[str] = frozenset()) ->
         assert row["output_tokens"] == call["output"], where
         assert row["reasoning_tokens"] == (0 if "reasoning" in lost else call["reasoning"]), where
         assert row["price_status"] == "priced", where
-        assert row["cost_usd"] == billed(call, span["start"], lost).quantize(NANO, "ROUND_DOWN"), where
+        assert row["cost_usd"] == billed(call, span["start"], lost).quantize(NANO, "ROUND_HALF_EVEN"), where
         assert row["input_cost_usd"] + row["cache_read_cost_usd"] + row["cache_write_cost_usd"] + \
             row["output_cost_usd"] == row["cost_usd"], where
     return rows, spans
@@ -221,7 +221,7 @@ def test_contrib_openai_v2_loses_cached_tokens(collector):
     calls = truth(OPENAI_CACHING)
     cached = [i for i, c in enumerate(calls) if c["cache_read"]]
     assert cached and all(rows[i]["cache_read_tokens"] == 0 for i in cached)
-    assert all(rows[i]["cost_usd"] > billed(calls[i], spans[i]["start"]).quantize(NANO, "ROUND_DOWN") for i in cached)
+    assert all(rows[i]["cost_usd"] > billed(calls[i], spans[i]["start"]).quantize(NANO, "ROUND_HALF_EVEN") for i in cached)
 
 
 def test_contrib_openai_v2_reasoning_and_priority(collector):

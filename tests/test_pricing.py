@@ -41,7 +41,12 @@ def when(timestamp_ns: int) -> datetime:
 def genai_usage(u: PricedUsage) -> Usage:
     fields = dict(input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
                   cache_write_tokens=u.cache_write_tokens, cache_write_1h_tokens=u.cache_write_1h_tokens,
-                  output_reasoning_tokens=u.reasoning_tokens, web_searches=u.web_searches)
+                  output_reasoning_tokens=u.reasoning_tokens, web_searches=u.web_searches,
+                  input_audio_tokens=u.input_audio_tokens, cache_audio_read_tokens=u.cache_audio_read_tokens,
+                  output_audio_tokens=u.output_audio_tokens, input_image_tokens=u.input_image_tokens,
+                  cache_image_read_tokens=u.cache_image_read_tokens, output_image_tokens=u.output_image_tokens,
+                  input_video_tokens=u.input_video_tokens, output_video_tokens=u.output_video_tokens,
+                  storage_searches=u.file_searches)
     return Usage(**{k: v for k, v in fields.items() if v})
 
 
@@ -70,6 +75,9 @@ MODELS = [
     ("perplexity", "sonar-pro"),                           # a per-request fee
     ("perplexity", "sonar-deep-research"),                 # a reasoning-token price
     ("aws", "us.anthropic.claude-3-5-sonnet-20240620-v1:0"),
+    ("openai", "gpt-realtime"),                            # audio and image input, audio cache reads, audio output
+    ("google", "gemini-2.5-flash-image"),                  # image output
+    ("google", "gemini-live-2.5-flash"),                   # image and video input, audio output
 ]
 USAGES = [
     PricedUsage(1000, 200),
@@ -79,6 +87,9 @@ USAGES = [
     PricedUsage(11, 228, reasoning_tokens=192),
     PricedUsage(300, 50, web_searches=3),
     PricedUsage(0, 0),
+    PricedUsage(4000, 1500, cache_read_tokens=1000, input_audio_tokens=2500, cache_audio_read_tokens=600,
+                output_audio_tokens=1200, input_image_tokens=300, cache_image_read_tokens=100, output_image_tokens=200,
+                input_video_tokens=400, file_searches=2, web_searches=1),
 ]
 TIMES = ["2025-06-01T00:29:59", "2025-06-01T00:30:00", "2026-10-13T23:59:59.999999", "2026-11-20T12:00:00"]
 TIERS = [None, "default", "flex", "priority", "batch"]
@@ -348,7 +359,7 @@ def test_application_cache_hits_are_stored_with_their_savings(priced_collector):
                           genai_request_timestamp=when(start)).total_price
     assert priced["cache_hit_kind"] == "semantic"
     assert (priced["input_tokens"], priced["output_tokens"], priced["cost_usd"]) == (0, 0, Decimal(0))
-    assert priced["app_cache_savings_usd"] == expected.quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert priced["app_cache_savings_usd"] == expected.quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
     assert priced["price_status"] == "priced" and "no call made" in priced["price_note"]
     assert unpriced["cache_hit_kind"] == "exact" and unpriced["app_cache_savings_usd"] is None
     assert "acme-unknown-9" in unpriced["price_note"] and unpriced["cost_usd"] == 0
@@ -357,7 +368,7 @@ def test_application_cache_hits_are_stored_with_their_savings(priced_collector):
         "FROM llm_rollup_1m WHERE feature = 'faq' AND minute = toStartOfMinute(fromUnixTimestamp64Nano({s:Int64}))",
         {"s": start})
     assert (rollup["calls"], rollup["hits"]) == (0, 2)
-    assert rollup["saved"] == expected.quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert rollup["saved"] == expected.quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
 
 
 def test_the_collector_prices_with_the_price_file(priced_collector):
@@ -380,7 +391,7 @@ def test_the_collector_prices_with_the_price_file(priced_collector):
     assert fine_tune["price_source"] == f"prices.yaml sha256:{digest}"
     list_price = calc_price(Usage(input_tokens=5000, output_tokens=700), "claude-sonnet-4-5-20250929",
                             provider_id="anthropic", genai_request_timestamp=when(start + 1000)).total_price
-    assert claude["cost_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert claude["cost_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
     assert claude["price_source"] == f"genai-prices {VERSION} + prices.yaml sha256:{digest} -15%"
     assert "negotiated discount 15%" in claude["price_note"]
     assert unknown["price_status"] == "unpriced" and unknown["cost_usd"] is None
@@ -391,10 +402,14 @@ def test_the_example_price_file_is_valid():
     from otel_llmcost.collector.price_overrides import load_price_file
 
     example = load_price_file(Path(__file__).resolve().parents[1] / "collector" / "prices.example.yaml")
-    assert len(example.models) == 4 and len(example.discounts) == 2
+    assert len(example.models) == 5 and len(example.discounts) == 2
     price = PriceCatalog(example).price("vllm", "llama-3.1-70b-local", ns("2026-11-20T12:00:00"),
                                         PricedUsage(6000 * 3600, 0))
     assert price.total == Decimal("5.00")  # an hour of both GPUs' input throughput costs the GPU hour
+    local = PriceCatalog(example).price("ollama", "deepseek-r1:8b", ns("2026-11-20T12:00:00"), PricedUsage(2000 * 3600, 0))
+    assert (local.total.quantize(Decimal("1e-9")), local.source) == (Decimal("0.80"), example.source)  # as stored
+    unnamed = PriceCatalog(example).price("vllm", "mistral-large-latest", ns("2026-11-20T12:00:00"), PricedUsage(10, 1))
+    assert unnamed.status == "unpriced" and "self-hosted model 'mistral-large-latest'" in unnamed.note
 
 
 # -- spellings of older instrumentations, through the real OTLP encoding -------------------------------------
@@ -459,7 +474,7 @@ def test_record_cache_hit_spans_are_priced_as_savings(priced_collector, spans):
     assert (row["cache_hit_kind"], row["feature"], row["input_tokens"], row["cost_usd"]) == \
         ("exact", "cached-answers", 0, Decimal(0))
     # The price file's 15% Anthropic discount applies to what was saved, too.
-    assert row["app_cache_savings_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_DOWN")
+    assert row["app_cache_savings_usd"] == (list_price * Decimal("0.85")).quantize(Decimal("1e-9"), "ROUND_HALF_EVEN")
 
 
 # -- the hot path's decoder: encoded attributes, decoded once and then looked up ------------------------------
@@ -519,3 +534,47 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
     for source in (request, request.SerializeToString(), request):  # first decode, then look-ups
         assert list(normalize.calls_in(source)) == want
     assert want[-1].usage.input_tokens == 7 and want[-1].attributes == {"x.other": "b"}
+
+
+# -- genai-prices' private functions pricing.py relies on, and the public-API fallback --------------------------
+
+
+def test_the_private_genai_prices_functions_pricing_uses_still_behave_as_expected():
+    """pricing.Plan reads genai-prices' unit registry and leaf computation (private, for speed). If this fails,
+    genai-prices changed them: pricing falls back to `PublicPlan` (public API, slower); update `Plan`."""
+    from otel_llmcost.collector import pricing
+
+    assert pricing._get_registry is not None, "genai-prices no longer has units._get_registry"
+    model_price = calc_price(Usage(input_tokens=1), "claude-sonnet-4-5", provider_id="anthropic",
+                             genai_request_timestamp=when(ns("2026-11-20T12:00:00"))).model_price
+    resolved = pricing._collect_resolved_model_prices(model_price, pricing._get_registry())
+    assert {unit.usage_key for unit, _ in resolved} >= {"input_tokens", "output_tokens", "cache_read_tokens",
+                                                         "cache_write_tokens", "cache_write_1h_tokens"}
+    counts = pricing._compute_registry_priced_counts(resolved, Usage(
+        input_tokens=5000, output_tokens=100, cache_read_tokens=1000, cache_write_tokens=2000, cache_write_1h_tokens=500))
+    assert {k: counts[k] for k in ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                                   "output_tokens")} == {"input_tokens": 2000, "cache_read_tokens": 1000,
+                                                         "cache_write_tokens": 1500, "cache_write_1h_tokens": 500,
+                                                         "output_tokens": 100}
+    assert isinstance(pricing.new_plan(model_price), pricing.Plan)
+
+
+def test_the_public_api_fallback_prices_exactly_the_same(monkeypatch):
+    from otel_llmcost.collector import pricing
+
+    fast = PriceCatalog(price_file=None)
+    monkeypatch.setattr(pricing, "_get_registry", None)  # as if genai-prices had dropped its private functions
+    public = PriceCatalog(price_file=None)
+    checked = 0
+    for (provider, model), usage, tier in itertools.product(MODELS, USAGES, [None, "flex", "batch"]):
+        at = ns("2026-11-20T12:00:00")
+        ours, fallback = fast.price(provider, model, at, usage, tier), public.price(provider, model, at, usage, tier)
+        assert isinstance(next(iter(public._plans.values())), pricing.PublicPlan)
+        assert ours == fallback, (provider, model, usage, tier)
+        checked += ours.status == "priced"
+    assert checked > 100
+    compacted = PricedUsage(2000, 100, compaction_input_tokens=150_000, compaction_output_tokens=3000)
+    assert fast.price("perplexity", "sonar-pro", ns("2026-11-20T12:00:00"), compacted) == \
+        public.price("perplexity", "sonar-pro", ns("2026-11-20T12:00:00"), compacted)  # one per-request fee, not two
+    plain = fast.price("perplexity", "sonar-pro", ns("2026-11-20T12:00:00"), PricedUsage(2000, 100))
+    assert fast.price("perplexity", "sonar-pro", ns("2026-11-20T12:00:00"), compacted).fees == plain.fees > 0

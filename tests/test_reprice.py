@@ -140,18 +140,18 @@ def test_reprice_applies_a_new_price_file_rebuilds_the_rollups_and_is_idempotent
 
     mini = list_price("gpt-4o-mini-2024-07-18", "openai", ids["mini"], input_tokens=1149, output_tokens=353,
                       cache_read_tokens=1024)
-    assert before[ids["mini"]]["cost_usd"] == mini.quantize(NANO, "ROUND_DOWN")
-    assert after[ids["mini"]]["cost_usd"] == (mini * Decimal("0.9")).quantize(NANO, "ROUND_DOWN")
+    assert before[ids["mini"]]["cost_usd"] == mini.quantize(NANO, "ROUND_HALF_EVEN")
+    assert after[ids["mini"]]["cost_usd"] == (mini * Decimal("0.9")).quantize(NANO, "ROUND_HALF_EVEN")
     assert "-10%" in after[ids["mini"]]["price_source"]
     sonnet = list_price("claude-sonnet-4-5-20250929", "anthropic", ids["sonnet45"], input_tokens=5000,
                         output_tokens=700, cache_read_tokens=1000, cache_write_tokens=2000, cache_write_1h_tokens=500)
-    assert after[ids["sonnet45"]]["cost_usd"] == (sonnet * Decimal("0.85")).quantize(NANO, "ROUND_DOWN")
+    assert after[ids["sonnet45"]]["cost_usd"] == (sonnet * Decimal("0.85")).quantize(NANO, "ROUND_HALF_EVEN")
     assert after[ids["acme"]]["price_status"] == "priced"
     assert after[ids["acme"]]["cost_usd"] == (1000 * Decimal(1) + 100 * Decimal(4)) / 1_000_000
     assert "excluded cache reads and writes: counted them in" in after[ids["raw"]]["price_note"]  # the collector's note is kept
     assert after[ids["raw"]]["input_tokens"] == 1167
     hit = list_price("gpt-4o-2024-08-06", "openai", ids["hit"], input_tokens=3000, output_tokens=500)
-    assert after[ids["hit"]]["app_cache_savings_usd"] == (hit * Decimal("0.9")).quantize(NANO, "ROUND_DOWN")
+    assert after[ids["hit"]]["app_cache_savings_usd"] == (hit * Decimal("0.9")).quantize(NANO, "ROUND_HALF_EVEN")
     assert after[ids["hit"]]["cost_usd"] == 0
     assert after[ids["none"]] == before[ids["none"]]  # no usage: nothing to price
     assert_rollups_match(collector, start, end)
@@ -224,4 +224,4 @@ def test_reprice_on_a_store_opened_directly(tmp_path):
             "SELECT (SELECT cost_usd FROM llm_spans FINAL), (SELECT sum(cost_usd) FROM llm_rollup_1m)").rows
     finally:
         store.close()
-    assert cost == (list_cost * Decimal("0.85")).quantize(NANO, "ROUND_DOWN") and rollup == cost
+    assert cost == (list_cost * Decimal("0.85")).quantize(NANO, "ROUND_HALF_EVEN") and rollup == cost

@@ -14,6 +14,8 @@ Attribute names are in flux, so every spelling is accepted here and nowhere else
 | 1-hour cache writes | llmcost.usage.cache_creation_1h.input_tokens | | | anthropic.usage.cache_creation.ephemeral_1h_input_tokens (Anthropic SDK) |
 | reasoning | gen_ai.usage.reasoning.output_tokens | gen_ai.usage.reasoning_tokens, llm.usage.reasoning_tokens | llm.token_count.completion_details.reasoning | |
 | service tier | llmcost.response.service_tier | openai.response.service_tier | | anthropic.response.service_tier, gen_ai.openai.response.service_tier |
+| audio tokens | llmcost.usage.input_audio_tokens, llmcost.usage.output_audio_tokens | | llm.token_count.prompt_details.audio, llm.token_count.completion_details.audio | |
+| image, video tokens, audio and image cache reads, file searches, compaction iterations, speed tier | llmcost.usage.* (`MODALITY_FACTS`), llmcost.response.speed | | | |
 
 Input semantics. The conventions count cache reads and writes inside the input tokens, and so do the Anthropic
 SDK's own spans, OpenLLMetry (0.62) and OpenInference (checked with their real packages in
@@ -41,14 +43,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 from typing import Any, Iterable, Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from .. import names
-from .pricing import PricedUsage
+from .. import hosts, names
+from .pricing import PricedUsage, with_speed
 
 # Each fact with its spellings, most specific first.
 PROVIDER_KEYS = (names.PROVIDER, "gen_ai.system", "llm.provider", "llm.system")
@@ -68,6 +71,28 @@ CACHE_WRITE_1H_KEYS = (names.CACHE_WRITE_1H_TOKENS, "anthropic.usage.cache_creat
 REASONING_KEYS = (names.REASONING_TOKENS, "gen_ai.usage.reasoning_tokens", "llm.usage.reasoning_tokens",
                   "llm.token_count.completion_details.reasoning")
 WEB_SEARCH_KEYS = ("llmcost.usage.web_search_requests",)
+# Usage by modality, tool fees and compaction iterations (ours; OpenInference spells audio tokens too).
+INPUT_AUDIO_KEYS = (names.INPUT_AUDIO_TOKENS, "llm.token_count.prompt_details.audio")
+OUTPUT_AUDIO_KEYS = (names.OUTPUT_AUDIO_TOKENS, "llm.token_count.completion_details.audio")
+INPUT_IMAGE_KEYS = (names.INPUT_IMAGE_TOKENS,)
+OUTPUT_IMAGE_KEYS = (names.OUTPUT_IMAGE_TOKENS,)
+SPEED_KEYS = (names.SPEED,)
+# fact -> (its spellings, its field in PricedUsage): read only when a span has one of them.
+MODALITY_FACTS = {
+    "input_audio": (INPUT_AUDIO_KEYS, "input_audio_tokens"),
+    "cache_read_audio": ((names.CACHE_READ_AUDIO_TOKENS,), "cache_audio_read_tokens"),
+    "output_audio": (OUTPUT_AUDIO_KEYS, "output_audio_tokens"),
+    "input_image": (INPUT_IMAGE_KEYS, "input_image_tokens"),
+    "cache_read_image": ((names.CACHE_READ_IMAGE_TOKENS,), "cache_image_read_tokens"),
+    "output_image": (OUTPUT_IMAGE_KEYS, "output_image_tokens"),
+    "input_video": ((names.INPUT_VIDEO_TOKENS,), "input_video_tokens"),
+    "output_video": ((names.OUTPUT_VIDEO_TOKENS,), "output_video_tokens"),
+    "file_searches": ((names.FILE_SEARCH_REQUESTS,), "file_searches"),
+    "compaction_input": ((names.COMPACTION_INPUT_TOKENS,), "compaction_input_tokens"),
+    "compaction_output": ((names.COMPACTION_OUTPUT_TOKENS,), "compaction_output_tokens"),
+    "compaction_cache_read": ((names.COMPACTION_CACHE_READ_TOKENS,), "compaction_cache_read_tokens"),
+    "compaction_cache_write": ((names.COMPACTION_CACHE_WRITE_TOKENS,), "compaction_cache_write_tokens"),
+}
 SERVICE_TIER_KEYS = (names.SERVICE_TIER, "gen_ai.openai.response.service_tier", "anthropic.response.service_tier",
                      "openai.response.service_tier")
 USAGE_KEYS = INPUT_KEYS + OUTPUT_KEYS
@@ -82,7 +107,8 @@ LLM_OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "
 # service tier, 1-hour cache writes, web searches, the tokens an application cache hit avoided).
 PROMOTED = set(PROVIDER_KEYS + OPERATION_KEYS + REQUEST_MODEL_KEYS + RESPONSE_MODEL_KEYS + RESPONSE_ID_KEYS
                + INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS + (names.CACHE_HIT_KIND,)
-               + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE, names.PREFIX_HASH, names.PREFIX_LENGTH))
+               + names.ATTRIBUTION_KEYS + (names.ERROR_TYPE, names.PREFIX_HASH, names.PREFIX_LENGTH)
+               + INPUT_AUDIO_KEYS + OUTPUT_AUDIO_KEYS + INPUT_IMAGE_KEYS + OUTPUT_IMAGE_KEYS)
 
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -98,9 +124,10 @@ FACT_SPELLINGS = {
     "cache_hit_input": (names.CACHE_HIT_INPUT_TOKENS,), "cache_hit_output": (names.CACHE_HIT_OUTPUT_TOKENS,),
     "error_type": (names.ERROR_TYPE,), "project": (names.PROJECT,), "feature": (names.FEATURE,),
     "user_id": (names.USER_ID,), "prefix_hash": (names.PREFIX_HASH,), "prefix_length": (names.PREFIX_LENGTH,),
+    "speed": SPEED_KEYS, **{fact: keys for fact, (keys, _) in MODALITY_FACTS.items()},
 }
 COUNT_FACTS = {"input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning", "web_searches",
-               "cache_hit_input", "cache_hit_output", "prefix_length"}
+               "cache_hit_input", "cache_hit_output", "prefix_length", *MODALITY_FACTS}
 SPELLINGS: dict[str, tuple[str, int, bool, bool, bool]] = {}
 for _fact, _keys in FACT_SPELLINGS.items():
     for _rank, _key in enumerate(_keys):
@@ -602,16 +629,48 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
         if prefix_length > MAX_PREFIX_LENGTH:
             notes.append(f"prefix length {prefix_length} is beyond 2^32: dropped")
             prefix_length = 0
+    provider = get("provider", "").lower()
+    if names.SERVER_ADDRESS in rest and scope_name != OUR_SCOPE:
+        provider = provider_at(provider, rest)
     # (positional, in `Call`'s order: a third of the cost of 28 keyword arguments, once per span)
     return Call(
         start, (end - start) / 1e6 if end > start else 0.0,
         span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-        service_name, span.name, scope_name, get("provider", "").lower(), get("operation", ""),
+        service_name, span.name, scope_name, provider, get("operation", ""),
         get("request_model", ""), get("response_model", ""), get("response_id", ""),
         STATUS_NAMES.get(span.status.code, "UNSET"), get("error_type", ""),
-        usage, has_usage, get("service_tier", ""), get("project", ""), get("feature", ""), get("user_id", ""),
+        usage, has_usage, service_tier_of(facts), get("project", ""), get("feature", ""), get("user_id", ""),
         rest, resource, get("prefix_hash", ""), prefix_length, notes, cache_hit_kind, resource_json,
     )
+
+
+OUR_SCOPE = "otel_llmcost"  # our instrumentation decides the provider with the app's own settings
+# (provider, server.address, server.port, the host mapping) -> the provider a call is stored and priced as.
+_PROVIDERS_AT: dict[tuple[str, str, str, str], str] = {}
+
+
+def provider_at(provider: str, attributes: dict[str, str]) -> str:
+    """Another instrumentation's provider for a call to `server.address`: a self-hosting server's name for
+    loopback, private networks and known self-hosting servers (`otel_llmcost.hosts`; the collector's
+    `OTEL_LLMCOST_PROVIDER_HOSTS` first, `host=hosted` keeps the span's provider). When it differs, the span's
+    own provider is kept in the attributes as `llmcost.provider.reported`."""
+    key = (provider, attributes[names.SERVER_ADDRESS], attributes.get("server.port", ""),
+           os.environ.get(hosts.HOSTS_ENV, ""))
+    found = _PROVIDERS_AT.get(key)
+    if found is None:
+        host = key[1].lower()
+        found = hosts.named_provider(host) or ""
+        if not found:
+            port = key[2]
+            found = hosts.self_hosted_provider(host, int(port) if port.isdigit() else None) or provider
+        elif found == hosts.HOSTED:
+            found = provider
+        if len(_PROVIDERS_AT) >= 4096:
+            _PROVIDERS_AT.clear()
+        _PROVIDERS_AT[key] = found
+    if found != provider:
+        attributes[names.REPORTED_PROVIDER] = provider
+    return found
 
 
 def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> PricedUsage:
@@ -640,14 +699,59 @@ def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> Priced
     reasoning = v if type(v) is int and v >= 0 else count_of(v, notes)
     v = get("web_searches", 0)
     web_searches = v if type(v) is int and v >= 0 else count_of(v, notes)
-    return _new_usage(PricedUsage, (input_tokens, output_tokens, cache_read, cache_write, cache_write_1h, reasoning,
-                                    web_searches))
+    usage = _new_usage(PricedUsage, (input_tokens, output_tokens, cache_read, cache_write, cache_write_1h, reasoning,
+                                     web_searches) + _NO_MORE_USAGE)
+    if facts.keys().isdisjoint(MODALITY_FACTS):
+        return usage  # (nearly always: text tokens only)
+    return usage._replace(**{field: count_of(facts[fact], notes) for fact, (_, field) in MODALITY_FACTS.items()
+                             if fact in facts})
+
+
+def service_tier_of(facts: dict[str, Any]) -> str:
+    """The tier a call is priced at: the service tier, with the speed tier when it is not the standard one."""
+    tier = facts.get("service_tier", "")
+    speed = facts.get("speed")
+    return tier if speed is None else with_speed(tier, speed)
+
+
+def stored_usage(record: dict[str, Any]) -> PricedUsage:
+    """The usage the collector priced, from a stored row's columns (`input_tokens`, ..., `output_image_tokens`)
+    and `attributes` (which keep the rest): what reprice prices again. The token columns count compaction
+    iterations in; the usage keeps them apart."""
+    attributes = record.get("attributes") or {}
+    notes: list[str] = []
+    facts = {fact: count_of(value, notes) for fact, (keys, _) in MODALITY_FACTS.items()
+             if (value := first(attributes, keys)) is not None}
+    for fact, column in (("input_audio", "input_audio_tokens"), ("output_audio", "output_audio_tokens"),
+                         ("input_image", "input_image_tokens"), ("output_image", "output_image_tokens")):
+        if record.get(column):
+            facts[fact] = record[column]
+    get = facts.get
+    write = record["cache_write_tokens"] - get("compaction_cache_write", 0)
+    usage = PricedUsage(
+        input_tokens=record["input_tokens"] - get("compaction_input", 0),
+        output_tokens=record["output_tokens"] - get("compaction_output", 0),
+        cache_read_tokens=record["cache_read_tokens"] - get("compaction_cache_read", 0),
+        cache_write_tokens=write,
+        cache_write_1h_tokens=min(token_count(attributes, CACHE_WRITE_1H_KEYS, notes), write),
+        reasoning_tokens=record["reasoning_tokens"],
+        web_searches=token_count(attributes, WEB_SEARCH_KEYS, notes),
+    )
+    return usage._replace(**{MODALITY_FACTS[fact][1]: value for fact, value in facts.items()})
+
+
+def stored_service_tier(attributes: dict[str, str]) -> str:
+    """`service_tier_of` a stored row's attributes."""
+    tier = as_text(first(attributes, SERVICE_TIER_KEYS))
+    speed = first(attributes, SPEED_KEYS)
+    return tier if speed is None else with_speed(tier, speed)
 
 
 _new_usage = tuple.__new__  # (PricedUsage's fields in order, without its keyword-argument constructor)
 _NO_USAGE = PricedUsage()
-assert PricedUsage._fields == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                               "cache_write_1h_tokens", "reasoning_tokens", "web_searches")
+assert PricedUsage._fields[:7] == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                                   "cache_write_1h_tokens", "reasoning_tokens", "web_searches")
+_NO_MORE_USAGE = (0,) * (len(PricedUsage._fields) - 7)
 
 
 def one_per_call(calls: list[Call]) -> list[Call]:

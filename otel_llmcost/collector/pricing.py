@@ -2,10 +2,13 @@
 file (`OTEL_LLMCOST_PRICES`, see `price_overrides.py`) layered on top.
 
 Exactness. The total is what `genai_prices.calc_price` gives for the same usage (with
-`price_context={"service_tier": ...}` or `{"processing": "batch"}`); the split into input, cache read, cache
-write and output comes from the same priced units, so the parts add up to the total (per-request fees, such
-as web searches, are in the total only). Custom prices from the price file go through the same machinery
-(a `ModelPrice` built from the file), so they follow the same rules.
+`price_context={"service_tier": ...}`, `{"processing": "batch"}`, `{"speed": "fast"}`); the split into input,
+cache read, cache write, output and fees (per-call and per-tool-call prices, such as web searches) comes from the
+same priced units, so the parts add up to the total. Usage by modality (audio, image, video tokens and their
+cache reads) and file searches are priced under genai-prices' own usage keys; an Anthropic call's compaction
+iterations are priced as a usage of their own (without a second per-request fee) and added. Custom prices from
+the price file go through the same machinery (a `ModelPrice` built from the file), so they follow the same rules.
+Self-hosted providers (`otel_llmcost.hosts`) are priced by the price file only.
 
 Model names. A provider prefix (`openai/gpt-4o`, `anthropic/claude-...`, `models/gemini-...`) is tried with and
 without; Bedrock ids (`us.anthropic.claude-...-v1:0`) are priced at Bedrock's price, else the vendor's; an OpenAI
@@ -47,8 +50,16 @@ from typing import Any, NamedTuple
 import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices import types as price_types
-from genai_prices.units import _get_registry
 
+try:  # genai-prices' own unit tables and leaf computation: private, so `new_plan` falls back to the public API
+    # when they are gone or fail (tests/test_pricing.py checks that they still behave as `Plan` expects)
+    from genai_prices.units import _get_registry
+    _collect_resolved_model_prices = price_types._collect_resolved_model_prices
+    _compute_registry_priced_counts = price_types._compute_registry_priced_counts
+except (ImportError, AttributeError):  # pragma: no cover - another genai-prices
+    _get_registry = None
+
+from ..hosts import SELF_HOSTED, is_self_hosted
 from .price_overrides import Discount, PriceFile, load_price_file
 
 logger = logging.getLogger("otel_llmcost.collector")
@@ -61,6 +72,14 @@ BATCH_FACTOR = Decimal("0.5")
 HALF_PRICE_TIERS = {"batch": "batch", "flex": "flex"}
 # Tier values that mean "the standard price" (no variant is looked for, nothing is noted).
 STANDARD_TIERS = {"", "default", "auto", "standard", "standard_only", "on_demand", "on-demand"}
+# A speed tier (Anthropic's `usage.speed`) travels with the service tier: `priority+speed:fast` (`with_speed`).
+SPEED_MARK = "+speed:"
+STANDARD_SPEEDS = {"", "standard", "default"}
+
+
+def with_speed(service_tier: str, speed: str) -> str:
+    """The service tier a call is priced at, with its speed tier when that is not the standard one."""
+    return service_tier if speed.lower() in STANDARD_SPEEDS else f"{service_tier}{SPEED_MARK}{speed}"
 
 # gen_ai.provider.name (and older gen_ai.system spellings) -> genai-prices provider id.
 PROVIDER_IDS = {
@@ -103,9 +122,13 @@ _MINUTE_NS = 60 * 10**9
 
 # The usage fields we price, in the order of `PricedUsage.values()`, with genai-prices' usage keys.
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-              "output_reasoning_tokens", "web_searches")
-# Values from which the linear coefficients are derived: valid for every pattern (1h writes within writes, ...).
-_BASE = (10**9, 10**9, 10**6, 10**6, 10**5, 10**6, 10)
+              "output_reasoning_tokens", "web_searches", "input_audio_tokens", "cache_audio_read_tokens",
+              "output_audio_tokens", "input_image_tokens", "cache_image_read_tokens", "output_image_tokens",
+              "input_video_tokens", "output_video_tokens", "storage_searches")
+PRICED_FIELDS = len(USAGE_KEYS)  # the fields after them are compaction iterations, priced as a usage of their own
+# Values from which the linear coefficients are derived: valid for every pattern (1h writes within writes, audio
+# cache reads within cache reads and audio input, ...).
+_BASE = (10**9, 10**9, 10**6, 10**6, 10**5, 10**6, 10, 10**6, 10**4, 10**6, 10**6, 10**4, 10**6, 10**6, 10**6, 10)
 
 # Bedrock model ids: [region.]anthropic.claude-...-v1:0
 _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|ap|global|us-gov|ca|jp|au)\.)?(anthropic|meta|amazon|mistral|cohere|ai21|"
@@ -114,8 +137,10 @@ _FINE_TUNE = re.compile(r"^ft:([^:]+):")
 
 
 class PricedUsage(NamedTuple):
-    """Token counts of one call, as the conventions count them (input includes cache reads and writes).
-    (A named tuple: one is made per span, and it is its own memo key.)"""
+    """Token counts of one call, as the conventions count them (input includes cache reads and writes; audio,
+    image and video tokens are within the input or output they belong to, audio and image cache reads within
+    the cache reads). Compaction iterations (Anthropic) are billed apart from the top-level usage: priced as
+    a usage of their own and added. (A named tuple: one is made per span, and it is its own memo key.)"""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -124,9 +149,33 @@ class PricedUsage(NamedTuple):
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     web_searches: int = 0
+    input_audio_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    cache_image_read_tokens: int = 0
+    output_image_tokens: int = 0
+    input_video_tokens: int = 0
+    output_video_tokens: int = 0
+    file_searches: int = 0
+    compaction_input_tokens: int = 0
+    compaction_output_tokens: int = 0
+    compaction_cache_read_tokens: int = 0
+    compaction_cache_write_tokens: int = 0
 
     def values(self) -> tuple[int, ...]:
         return self
+
+    def compaction(self) -> tuple[int, ...] | None:
+        """The compaction iterations' usage as values to price, or None."""
+        if not (self.compaction_input_tokens or self.compaction_output_tokens):
+            return None
+        return (self.compaction_input_tokens, self.compaction_output_tokens, self.compaction_cache_read_tokens,
+                self.compaction_cache_write_tokens) + (0,) * (PRICED_FIELDS - 4)
+
+
+assert PricedUsage._fields[:4] == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+assert PricedUsage._fields[PRICED_FIELDS:PRICED_FIELDS + 2] == ("compaction_input_tokens", "compaction_output_tokens")
 
 
 @dataclass(slots=True)
@@ -141,6 +190,7 @@ class Price:
     note: str = ""
     source: str = ""
     model_id: str = ""
+    fees: Decimal | None = None  # per-call and per-tool-call fees (web and file searches): in the total only
 
 
 def unpriced(note: str) -> Price:
@@ -157,7 +207,21 @@ def scaled(price: Price, factor: Decimal) -> Price:
 
     return replace(price, total=times(price.total), input=times(price.input), cache_read=times(price.cache_read),
                    cache_write=times(price.cache_write), output=times(price.output),
-                   cache_savings=times(price.cache_savings))
+                   cache_savings=times(price.cache_savings), fees=times(price.fees))
+
+
+def added(price: Price, more: Price) -> Price:
+    """Two priced usages of one call (its top-level usage and its compaction iterations) as one price."""
+    if more.status != "priced":
+        return more
+
+    def plus(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+        return b if a is None else a if b is None else a + b
+
+    return replace(price, total=plus(price.total, more.total), input=plus(price.input, more.input),
+                   cache_read=plus(price.cache_read, more.cache_read),
+                   cache_write=plus(price.cache_write, more.cache_write), output=plus(price.output, more.output),
+                   cache_savings=plus(price.cache_savings, more.cache_savings), fees=plus(price.fees, more.fees))
 
 
 def _part(unit: Any) -> int:
@@ -206,7 +270,7 @@ class Plan:
     def __init__(self, model_price: Any) -> None:
         registry = _get_registry()  # the same unit tables calc_price uses
         self.model_price = model_price
-        self.resolved = price_types._collect_resolved_model_prices(model_price, registry)  # noqa: SLF001
+        self.resolved = _collect_resolved_model_prices(model_price, registry)
         self.tiered = any(isinstance(price, price_types.TieredPrices) for _, price in self.resolved)
         self.input_price = getattr(model_price, "input_mtok", None)
         self.input_rates = _rates(self.input_price, 1_000_000) if self.input_price is not None else None
@@ -214,21 +278,21 @@ class Plan:
         # rates: price / per of each tier when exact (then rate * count == price * count / per, the same number).
         self.units = tuple((unit.usage_key, price, unit.per, _part(unit), _rates(price, unit.per))
                            for unit, price in self.resolved)
-        self.patterns: dict[int, tuple | None] = {}
+        self.patterns: dict[tuple[bool, ...], tuple | None] = {}
         self.memo: dict[tuple[int, ...], Price] = {}
 
     # -- the slow, reference path: genai-prices itself --------------------------------------------------
 
     def counts(self, values: tuple[int, ...]) -> dict[str, Any]:
         usage = Usage(**{key: value for key, value in zip(USAGE_KEYS, values) if value})
-        return price_types._compute_registry_priced_counts(self.resolved, usage)  # noqa: SLF001
+        return _compute_registry_priced_counts(self.resolved, usage)
 
     # -- the fast path -----------------------------------------------------------------------------------
 
-    def _matrix(self, pattern: int) -> tuple | None:
-        """For usages whose non-zero fields are `pattern`: each unit's leaf count as integer coefficients
-        of the usage fields; None when genai-prices must be asked each time."""
-        present = [i for i in range(len(USAGE_KEYS)) if pattern >> i & 1]
+    def _matrix(self, pattern: tuple[bool, ...]) -> tuple | None:
+        """For usages whose non-zero fields are `pattern` (a flag per field): each unit's leaf count as integer
+        coefficients of the usage fields; None when genai-prices must be asked each time."""
+        present = [i for i, nonzero in enumerate(pattern) if nonzero]
         base = [(_BASE[i] if i in present else 0) for i in range(len(USAGE_KEYS))]
         try:
             at_base = self.counts(tuple(base))
@@ -254,11 +318,8 @@ class Plan:
             rows.append(terms)
         return tuple(rows)
 
-    def leaf_counts(self, values: tuple[int, ...]) -> list[int] | None:
-        pattern = 0
-        for i, v in enumerate(values):
-            if v:
-                pattern |= 1 << i
+    def leaf_counts(self, values: tuple[int, ...], requests: int = 1) -> list[int] | None:
+        pattern = tuple(map(bool, values))
         try:
             rows = self.patterns[pattern]
         except KeyError:
@@ -268,7 +329,7 @@ class Plan:
         out = []
         for terms in rows:
             if terms is None:
-                out.append(1)
+                out.append(requests)
                 continue
             n = 0
             for i, c in terms:
@@ -278,17 +339,19 @@ class Plan:
             out.append(n)
         return out
 
-    def price(self, values: tuple[int, ...], source: str, model_id: str) -> Price:
-        cached = self.memo.get(values)
+    def price(self, values: tuple[int, ...], source: str, model_id: str, requests: int = 1) -> Price:
+        """`requests`: how many per-call fees apply (0 for the compaction iterations of a call already counted)."""
+        memo = requests == 1
+        cached = self.memo.get(values) if memo else None
         if cached is not None and cached.source == source and cached.model_id == model_id:
             return cached
-        counts = self.leaf_counts(values)
+        counts = self.leaf_counts(values, requests)
         if counts is None:
             try:
                 by_key = self.counts(values)
             except ValueError as exc:  # e.g. cache reads larger than the input: odd usage, say so
                 return unpriced(f"invalid usage: {exc}")
-            counts = [by_key.get(unit[0]) for unit in self.units]
+            counts = [requests if unit[0] == "requests" else by_key.get(unit[0]) for unit in self.units]
         total_input = values[0] if self.tiered else 0
         parts = [_ZERO, _ZERO, _ZERO, _ZERO, _ZERO]  # input, cache read, cache write, output, fees
         total = _ZERO
@@ -318,11 +381,77 @@ class Plan:
             savings = as_uncached - parts[1]
         result = Price("priced", total=total, input=parts[0], cache_read=parts[1], cache_write=parts[2],
                        output=parts[3], cache_savings=savings,
-                       source=source, model_id=model_id)
-        if len(self.memo) >= self.MEMO_SIZE:
-            self.memo.clear()
-        self.memo[values] = result
+                       source=source, model_id=model_id, fees=parts[4])
+        if memo:
+            if len(self.memo) >= self.MEMO_SIZE:
+                self.memo.clear()
+            self.memo[values] = result
         return result
+
+
+def _price_key_part(price_key: str) -> int:
+    """`_part` of a price key, by its name (input_mtok, cache_audio_read_mtok, web_searches_kcount, ...)."""
+    if price_key.startswith("cache_"):
+        return 1 if "_read" in price_key else 2
+    if price_key.startswith(("input_", "output_")):
+        return 0 if price_key.startswith("input_") else 3
+    return 4
+
+
+class PublicPlan:
+    """A `Plan` through genai-prices' public API only (`ModelPrice.calc_price`), for when the private functions
+    `Plan` uses are gone or fail: each part is the total of a copy of the prices with the other parts' prices
+    set to zero (a zero price keeps its unit, so the usage splits into the same leaves). Slower, memoized."""
+
+    __slots__ = ("model_price", "parts", "request_fee", "input_price", "memo")
+
+    def __init__(self, model_price: Any) -> None:
+        self.model_price = model_price
+        prices = {key: value for key, value in model_price.__dict__.items()
+                  if value is not None and not key.startswith("_")}
+        self.parts = tuple(
+            (part, price_types.ModelPrice(**{key: value if _price_key_part(key) == part else _ZERO
+                                              for key, value in prices.items()}))
+            for part in range(5) if any(_price_key_part(key) == part for key in prices))
+        fee = prices.get("requests_kcount")
+        self.request_fee = fee / 1000 if isinstance(fee, Decimal) else _ZERO
+        self.input_price = prices.get("input_mtok")
+        self.memo: dict[tuple, Price] = {}
+
+    def price(self, values: tuple[int, ...], source: str, model_id: str, requests: int = 1) -> Price:
+        cached = self.memo.get((values, requests))
+        if cached is not None and cached.source == source and cached.model_id == model_id:
+            return cached
+        usage = Usage(**{key: value for key, value in zip(USAGE_KEYS, values) if value})
+        amounts = [_ZERO] * 5
+        try:
+            for part, model_price in self.parts:
+                amounts[part] = model_price.calc_price(usage)["total_price"]
+        except ValueError as exc:
+            return unpriced(f"invalid usage: {exc}")
+        if requests != 1:
+            amounts[4] += (requests - 1) * self.request_fee
+        savings = None
+        if values[2] and self.input_price is not None:
+            savings = price_types.calc_unit_price(self.input_price, values[2], values[0], 1_000_000) - amounts[1]
+        result = Price("priced", total=sum(amounts, _ZERO), input=amounts[0], cache_read=amounts[1],
+                       cache_write=amounts[2], output=amounts[3], cache_savings=savings, source=source,
+                       model_id=model_id, fees=amounts[4])
+        if len(self.memo) >= Plan.MEMO_SIZE:
+            self.memo.clear()
+        self.memo[(values, requests)] = result
+        return result
+
+
+def new_plan(model_price: Any) -> Plan | PublicPlan:
+    """The fast `Plan`, or the public-API `PublicPlan` when genai-prices' private functions are gone or fail."""
+    if _get_registry is not None:
+        try:
+            return Plan(model_price)
+        except Exception:  # a changed private API: never stop pricing over it
+            logger.warning("genai-prices %s: its private unit functions changed; pricing through its public API "
+                           "(slower)", genai_prices.__version__, exc_info=True)
+    return PublicPlan(model_price)
 
 
 class _Entry:
@@ -364,13 +493,14 @@ class _Target:
     reason: str  # why the catalog has no price (when entry is None)
     discounts: list[Discount]
     granularity: int
+    speed: str = ""
 
 
 @dataclass
 class _Resolved:
     """A target at one time: the plan to use and what to say about it."""
 
-    plan: Plan | None
+    plan: Plan | PublicPlan | None
     source: str
     model_id: str
     note: str = ""
@@ -380,9 +510,13 @@ class _Resolved:
     def price(self, usage: PricedUsage) -> Price:
         if self.plan is None:
             return unpriced(self.reason)
-        price = self.plan.price(usage.values(), self.source, self.model_id)
+        price = self.plan.price(usage.values()[:PRICED_FIELDS], self.source, self.model_id)
         if price.status != "priced":
             return price
+        if usage[16] or usage[17]:  # compaction input or output tokens
+            price = added(price, self.plan.price(usage.compaction(), self.source, self.model_id, requests=0))
+            if price.status != "priced":
+                return price
         if self.factor != 1:
             price = scaled(price, self.factor)
         if self.note:
@@ -499,8 +633,11 @@ class PriceCatalog:
     # -- targets and their resolution at a time ---------------------------------------------------------
 
     def _target(self, provider_name: str, model: str, tier: str) -> _Target:
+        tier, _, speed = tier.partition(SPEED_MARK)
         provider_id = PROVIDER_IDS.get(provider_name.lower()) if provider_name else None
-        found = self.find(provider_id, model)
+        self_hosted = is_self_hosted(provider_name)
+        # A self-hosted model is priced by the price file only: the catalog would guess a hosted API from its name.
+        found = self_hosted_reason(provider_name, model) if self_hosted else self.find(provider_id, model)
         entry = found if isinstance(found, _Entry) else None
         reason = found if isinstance(found, str) else ""
         custom: list = []
@@ -508,19 +645,20 @@ class PriceCatalog:
         granularity = entry.granularity if entry else _DAY_NS
         if self.price_file is not None:
             names = {model, model.rsplit("/", 1)[-1]}
-            providers = {provider_name, provider_id or "", entry.provider.id if entry else ""} - {""}
+            providers = {provider_name, provider_id or "", entry.provider.id if entry else "",
+                         SELF_HOSTED if self_hosted else ""} - {""}
             custom = self.price_file.custom_for(providers, names)
             if entry is not None:
                 names.add(entry.model.id)
             discounts = self.price_file.discounts_for(providers, names)
             granularity = min([granularity] + [c.granularity for c in custom] + [d.granularity for d in discounts])
-        return _Target(provider_name, model, tier, custom, entry, reason, discounts, granularity)
+        return _Target(provider_name, model, tier, custom, entry, reason, discounts, granularity, speed)
 
-    def _plan(self, model_price: Any) -> Plan:
+    def _plan(self, model_price: Any) -> Plan | PublicPlan:
         key = tuple((k, id(v)) for k, v in model_price.__dict__.items())
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan(model_price)
+            plan = self._plans[key] = new_plan(model_price)
         return plan
 
     def _resolve(self, target: _Target, timestamp_ns: int) -> _Resolved:
@@ -538,6 +676,9 @@ class PriceCatalog:
         elif target.entry is not None:
             entry = target.entry
             context, tier_factor, tier_note = self._tier_context(entry, target.tier, when)
+            context, speed_note = self._speed_context(entry, target.speed, when, context)
+            if speed_note:
+                notes.append(speed_note)
             plan = self._plan(entry.model.get_prices(when, context))
             source = self.source
             model_id = entry.model.id
@@ -573,6 +714,19 @@ class PriceCatalog:
         return (context if own_model else None), factor, note
 
     @staticmethod
+    def _speed_context(entry: _Entry, speed: str, when: datetime, context: dict | None) -> tuple[dict | None, str]:
+        """genai-prices' price context with a speed tier (`{speed: fast}` variants), or a note when the model has
+        no price for that speed."""
+        if not speed:
+            return context, ""
+        wanted = {"speed": speed}
+        own_model = any(entry.model is m for m in entry.provider.models)  # calc_price's own condition
+        if own_model and any(v.when == wanted and (v.constraint is None or v.constraint.active(when))
+                             for v in (entry.model.price_variants or ())):
+            return {**(context or {}), **wanted}, ""
+        return context, f"speed {speed!r}: no price for this speed known; priced at the standard speed"
+
+    @staticmethod
     def _tier_rule(tier: str, has_variant: bool) -> tuple[Decimal, str]:
         if has_variant or tier in STANDARD_TIERS:
             return Decimal(1), ""
@@ -580,6 +734,14 @@ class PriceCatalog:
             return BATCH_FACTOR, (f"service tier {tier!r}: 50% of the standard price (otel-llmcost's rule; "
                                   "genai-prices has no price for this tier of this model)")
         return Decimal(1), f"service tier {tier!r}: no price for this tier known; priced at the standard price"
+
+
+def self_hosted_reason(provider_name: str, model: str) -> str:
+    """Why a self-hosted model is unpriced, and how to price it."""
+    return (f"self-hosted model {model!r} (provider {provider_name}) has no price: name it in the price file "
+            f"(OTEL_LLMCOST_PRICES), e.g. models: [{{model: {model!r}, provider: {provider_name}, gpu_hour_usd: 2.50, "
+            f"tokens_per_second: 1500}}]; if its host stands for a hosted API (a gateway or proxy), map it: "
+            f"OTEL_LLMCOST_PROVIDER_HOSTS=<host>=hosted")
 
 
 def percent(value: Decimal) -> str:

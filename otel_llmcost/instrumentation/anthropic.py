@@ -11,11 +11,12 @@ spans are exported and the collector counts the call once (see the collector's d
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Collection, Mapping
 
 from opentelemetry import context
 
-from .. import names
+from .. import hosts, names
 from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
@@ -25,6 +26,23 @@ def provider_name(client: Any) -> str:
         return "aws.bedrock"
     if "Vertex" in kind:
         return "gcp.vertex_ai"
+    base_url = getattr(client, "_base_url", None) or client.base_url
+    return provider_for_host(base_url.host, base_url.port)
+
+
+@lru_cache(maxsize=256)
+def provider_for_host(host: str, port: int | None = None) -> str:
+    """An Anthropic-compatible server (Ollama and vLLM serve the Messages API too) on loopback, a private network
+    or a known self-hosting server is named as such (`otel_llmcost.hosts`), unless the user's mapping names the
+    host (`hosted`: Anthropic's API behind a gateway or proxy)."""
+    host = host.lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and host != "api.anthropic.com":
+        local = hosts.self_hosted_provider(host, port)
+        if local:
+            return local
     return "anthropic"
 
 
@@ -69,7 +87,32 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     tier = get(usage, "service_tier", None)
     if isinstance(tier, str):
         attributes[names.SERVICE_TIER] = tier
+    speed = get(usage, "speed", None)  # `fast` has its own price
+    if isinstance(speed, str):
+        attributes[names.SPEED] = speed
+    iterations = get(usage, "iterations", None)
+    if iterations:
+        _compaction_attributes(iterations, attributes)
     return attributes
+
+
+def _compaction_attributes(iterations: Any, attributes: dict[str, Any]) -> None:
+    """Compaction iterations are billed, but not included in the top-level usage fields: their sums, input
+    counted with its cache reads and writes (as `gen_ai.usage.input_tokens` is)."""
+    sums = [0, 0, 0, 0]  # input, output, cache read, cache write
+    for iteration in iterations if isinstance(iterations, list) else ():
+        if field(iteration, "type") != "compaction":
+            continue
+        read = positive_int(field(iteration, "cache_read_input_tokens")) or 0
+        written = positive_int(field(iteration, "cache_creation_input_tokens")) or 0
+        sums[0] += (positive_int(field(iteration, "input_tokens")) or 0) + read + written
+        sums[1] += positive_int(field(iteration, "output_tokens")) or 0
+        sums[2] += read
+        sums[3] += written
+    for name, value in zip((names.COMPACTION_INPUT_TOKENS, names.COMPACTION_OUTPUT_TOKENS,
+                            names.COMPACTION_CACHE_READ_TOKENS, names.COMPACTION_CACHE_WRITE_TOKENS), sums):
+        if value:
+            attributes[name] = value
 
 
 def read_message(message: Any) -> dict[str, Any]:
@@ -90,7 +133,7 @@ def add_message_identity(attributes: dict[str, Any], message: Any) -> dict[str, 
 
 
 _USAGE_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens",
-               "cache_creation", "server_tool_use", "service_tier", "output_tokens_details")
+               "cache_creation", "server_tool_use", "service_tier", "output_tokens_details", "speed", "iterations")
 
 
 def _model_values(model: Any) -> dict[str, Any]:

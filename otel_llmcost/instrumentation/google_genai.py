@@ -12,15 +12,38 @@ Gemini's `prompt_token_count` already includes `cached_content_token_count`, so 
 from __future__ import annotations
 
 import types
+from functools import lru_cache
 from typing import Any, Collection, Mapping
+from urllib.parse import urlsplit
 
-from .. import names
+from .. import hosts, names
 from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
 from .instrumentor import SdkInstrumentor
 
 
 def provider_name(models: Any) -> str:
-    return "gcp.vertex_ai" if getattr(models._api_client, "vertexai", False) else "gcp.gemini"
+    client = models._api_client
+    name = "gcp.vertex_ai" if getattr(client, "vertexai", False) else "gcp.gemini"
+    base_url = getattr(getattr(client, "_http_options", None), "base_url", None)
+    return _provider_for_base_url(base_url, name) if base_url else name
+
+
+@lru_cache(maxsize=64)
+def _provider_for_base_url(base_url: str, name: str) -> str:
+    """A custom base URL on loopback, a private network or a known self-hosting server is named as such
+    (`otel_llmcost.hosts`), unless the user's mapping names the host (`hosted`: Google's API behind a proxy)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and not host.endswith(".googleapis.com"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return hosts.self_hosted_provider(host, port) or name
+    return name
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
@@ -40,7 +63,32 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     cached = positive_int(field(usage, "cached_content_token_count"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
+    for details, by_modality in _MODALITY_DETAILS:
+        for item in field(usage, details) or ():
+            name = by_modality.get(_modality(field(item, "modality")))
+            count = positive_int(field(item, "token_count"))
+            if name is not None and count:
+                attributes[name] = attributes.get(name, 0) + count
     return attributes
+
+
+# Token counts by modality (billed at their own prices: audio input, image output, ...), as genai-prices'
+# extractor reads them: documents count as images; tool-use prompt tokens are input.
+_INPUT_MODALITIES = {"AUDIO": names.INPUT_AUDIO_TOKENS, "IMAGE": names.INPUT_IMAGE_TOKENS,
+                     "DOCUMENT": names.INPUT_IMAGE_TOKENS, "VIDEO": names.INPUT_VIDEO_TOKENS}
+_MODALITY_DETAILS = (
+    ("prompt_tokens_details", _INPUT_MODALITIES),
+    ("tool_use_prompt_tokens_details", _INPUT_MODALITIES),
+    ("cache_tokens_details", {"AUDIO": names.CACHE_READ_AUDIO_TOKENS, "IMAGE": names.CACHE_READ_IMAGE_TOKENS,
+                              "DOCUMENT": names.CACHE_READ_IMAGE_TOKENS}),
+    ("candidates_tokens_details", {"AUDIO": names.OUTPUT_AUDIO_TOKENS, "IMAGE": names.OUTPUT_IMAGE_TOKENS,
+                                   "DOCUMENT": names.OUTPUT_IMAGE_TOKENS, "VIDEO": names.OUTPUT_VIDEO_TOKENS}),
+)
+
+
+def _modality(value: Any) -> str:
+    """`MediaModality.AUDIO` (the SDK's enum) or `"AUDIO"` (a raw body) as `AUDIO`."""
+    return str(getattr(value, "value", value) or "").upper()
 
 
 def read_response(response: Any) -> dict[str, Any]:

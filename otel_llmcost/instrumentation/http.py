@@ -32,20 +32,20 @@ def _tracer(adapter: Any) -> RequestTracer:
     return RequestTracer(None, provider)  # type: ignore[arg-type]
 
 
-def _routes() -> list[tuple[str, Endpoint, RequestTracer, Callable[[str], str]]]:
+def _routes() -> list[tuple[str, Endpoint, RequestTracer, Callable[[str, int | None], str]]]:
     openai_tracer, anthropic_tracer = _tracer(openai_adapter), _tracer(anthropic_adapter)
-    by_host = lambda host: openai_adapter._provider_for_host(host, False)  # noqa: E731
+    by_host = lambda host, port: openai_adapter._provider_for_host(host, False, port)  # noqa: E731
     routes = [("/v1/messages", anthropic_adapter.ENDPOINTS["/v1/messages"], anthropic_tracer,
-               lambda host: "anthropic")]
+               anthropic_adapter.provider_for_host)]
     for path in ("/chat/completions", "/responses", "/embeddings", "/completions"):  # longest suffix first
         routes.append((path, openai_adapter.ENDPOINTS[path], openai_tracer, by_host))
     return routes
 
 
-def _url_parts(url: Any) -> tuple[str, str]:
+def _url_parts(url: Any) -> tuple[str, int | None, str]:
     if isinstance(url, tuple):  # (scheme, host, port, target) as bytes
-        return url[1].decode("ascii", "replace"), url[3].decode("ascii", "replace").split("?", 1)[0]
-    return url.host, url.path
+        return url[1].decode("ascii", "replace"), url[2], url[3].decode("ascii", "replace").split("?", 1)[0]
+    return url.host, url.port, url.path
 
 
 def llm_hooks() -> dict[str, Callable]:
@@ -55,10 +55,10 @@ def llm_hooks() -> dict[str, Callable]:
     def route_of(request: Any) -> tuple[Endpoint, RequestTracer, str] | None:
         if context.get_value(CALL_IN_PROGRESS_KEY) or request.method not in (b"POST", "POST"):
             return None  # an SDK call we already trace, or not a call
-        host, path = _url_parts(request.url)
+        host, port, path = _url_parts(request.url)
         for suffix, endpoint, tracer, provider_name in routes:
             if path.endswith(suffix):
-                return endpoint, tracer, provider_name(host)
+                return endpoint, tracer, provider_name(host, port)
         return None
 
     def request_hook(span: Any, request: Any) -> None:

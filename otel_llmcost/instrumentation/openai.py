@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Any, Collection, Mapping
 
-from .. import names
+from .. import hosts, names
 from .core import Described, Endpoint, Provider, StreamReader, env_flag, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
@@ -30,38 +30,29 @@ KNOWN_HOSTS = {
 }
 
 
-def host_mapping(value: str | None) -> dict[str, str]:
-    """`OTEL_LLMCOST_PROVIDER_HOSTS`: `host=provider` pairs, comma-separated (`llm.internal=vllm,...`)."""
-    mapping = {}
-    for pair in (value or "").split(","):
-        host, _, provider = pair.partition("=")
-        if host.strip() and provider.strip():
-            mapping[host.strip().lower()] = provider.strip()
-    return mapping
-
-
-def _match_host(host: str, table: Mapping[str, str]) -> str | None:
-    for known, provider in table.items():
-        if host == known or host.endswith("." + known):
-            return provider
-    return None
-
-
 @lru_cache(maxsize=256)
-def _provider_for_host(host: str, is_azure: bool) -> str:
+def _provider_for_host(host: str, is_azure: bool, port: int | None = None) -> str:
     """Read once per host: the user's mapping, then Azure, then the user's name for any OpenAI-compatible
-    server (`OTEL_LLMCOST_OPENAI_PROVIDER`), then the known hosts; unknown hosts are `openai`."""
+    server (`OTEL_LLMCOST_OPENAI_PROVIDER`), then the known hosts, then a self-hosting server's name (loopback,
+    private networks, Ollama, vLLM, ...: see `otel_llmcost.hosts`) unless the mapping says the host is `hosted`;
+    other hosts are `openai`."""
     host = host.lower()
-    named = _match_host(host, host_mapping(os.environ.get("OTEL_LLMCOST_PROVIDER_HOSTS")))
-    if named:
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
         return named
     if is_azure or host.endswith(".openai.azure.com"):
         return "azure.ai.openai"
-    named = os.environ.get("OTEL_LLMCOST_OPENAI_PROVIDER")
-    if named:
-        return named
-    # Loopback and unknown hosts: an OpenAI-compatible server; price as OpenAI unless the user names it.
-    return _match_host(host, KNOWN_HOSTS) or "openai"
+    configured = os.environ.get("OTEL_LLMCOST_OPENAI_PROVIDER")
+    if configured:
+        return configured
+    known = hosts.match_host(host, KNOWN_HOSTS)
+    if known:
+        return known
+    if named is None:
+        local = hosts.self_hosted_provider(host, port)
+        if local:
+            return local
+    return "openai"
 
 
 # id(base_url) -> (base_url, type of the client, provider): reading the host of a URL costs more than the rest of
@@ -90,7 +81,7 @@ def provider_name(client: Any) -> str:
     known = _provider_names.get(id(base_url))
     if known is not None and known[0] is base_url and known[1] is kind:
         return known[2]
-    name = _provider_for_host(base_url.host, "Azure" in kind.__name__)
+    name = _provider_for_host(base_url.host, "Azure" in kind.__name__, base_url.port)
     if len(_provider_names) >= 256:
         _provider_names.clear()
     _provider_names[id(base_url)] = (base_url, kind, name)
@@ -125,12 +116,18 @@ def _usage_attributes(usage: Any) -> dict[str, Any]:
         written = get_detail(details, "cache_write_tokens", None)
         if type(written) is int and written > 0:
             attributes[names.CACHE_WRITE_TOKENS] = written
+        audio = get_detail(details, "audio_tokens", None)  # within prompt_tokens (gpt-audio, gpt-4o-audio-preview)
+        if type(audio) is int and audio > 0:
+            attributes[names.INPUT_AUDIO_TOKENS] = audio
     details = get(usage, "completion_tokens_details", None)
     if details is not None:
         get_detail = dict.get if type(details) is dict else getattr
         reasoning = get_detail(details, "reasoning_tokens", None)
         if type(reasoning) is int and reasoning > 0:
             attributes[names.REASONING_TOKENS] = reasoning
+        audio = get_detail(details, "audio_tokens", None)  # within completion_tokens
+        if type(audio) is int and audio > 0:
+            attributes[names.OUTPUT_AUDIO_TOKENS] = audio
     return attributes
 
 
@@ -143,9 +140,13 @@ def _responses_usage_attributes(usage: Any) -> dict[str, Any]:
     value = positive_int(field(usage, "output_tokens"))
     if value is not None:
         attributes[names.OUTPUT_TOKENS] = value
-    cached = positive_int(field(field(usage, "input_tokens_details"), "cached_tokens"))
+    input_details = field(usage, "input_tokens_details")
+    cached = positive_int(field(input_details, "cached_tokens"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
+    written = positive_int(field(input_details, "cache_write_tokens"))
+    if written:
+        attributes[names.CACHE_WRITE_TOKENS] = written
     reasoning = positive_int(field(field(usage, "output_tokens_details"), "reasoning_tokens"))
     if reasoning:
         attributes[names.REASONING_TOKENS] = reasoning
@@ -165,7 +166,21 @@ def read_response(response: Any) -> dict[str, Any]:
     tier = get(response, "service_tier", None)
     if isinstance(tier, str):
         attributes[names.SERVICE_TIER] = tier
+    output = get(response, "output", None)  # Responses API: the output items, tool calls among them
+    if output and isinstance(output, list):
+        _count_tool_calls(output, attributes)
     return attributes
+
+
+# Responses API output items billed per call (the catalog's web search and file search, `storage_searches`, prices).
+_PRICED_TOOL_CALLS = {"web_search_call": names.WEB_SEARCH_REQUESTS, "file_search_call": names.FILE_SEARCH_REQUESTS}
+
+
+def _count_tool_calls(output: list, attributes: dict[str, Any]) -> None:
+    for item in output:
+        name = _PRICED_TOOL_CALLS.get(field(item, "type"))
+        if name is not None:
+            attributes[name] = attributes.get(name, 0) + 1
 
 
 class ChunkReader(StreamReader):
