@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .. import names
 from .normalize import Call
 from .pricing import Price
 
@@ -27,10 +28,17 @@ def row(call: Call, price: Price) -> tuple:
         status, note = "no_usage", "the span reports no token usage"
     else:
         status, note = price.status, price.note
-    if call.notes:
-        note = "; ".join(filter(None, [note, *call.notes]))
+    attributes = call.attributes
+    usage_note = attributes.get(names.USAGE_NOTE)
+    if attributes.get(names.USAGE_ESTIMATED) == "true" and call.has_usage:
+        # Tokens the instrumentation estimated (a stream without its usage report): priced, and flagged so.
+        usage_note = f"usage estimated by the instrumentation: {usage_note or 'no usage report'}"
+        if status == "priced":
+            status = "estimated"
+    if usage_note or call.notes:
+        note = "; ".join(filter(None, [note, usage_note, *call.notes]))
     usage = call.usage
-    priced = status == "priced"
+    priced = status == "priced" or status == "estimated"
     return (
         call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
         call.service_name, call.span_name, call.scope_name, call.provider, call.operation,
