@@ -53,6 +53,40 @@ ORDER BY cost_usd DESC, calls DESC
 """
 
 
+# Calls whose usage is estimated or missing, and a rough cost of the missing ones: their count times the average
+# cost of the same model's calls with usage (nothing where the model has none).
+USAGE_FLAGS_SQL = """
+SELECT
+    sum(estimated) AS estimated_calls,
+    toDecimal128(sum(estimated_cost), 9) AS estimated_cost_usd,
+    sum(no_usage) AS no_usage_calls,
+    toDecimal128(sum(if(known > 0, no_usage * cost / greatest(known, 1), 0)), 9) AS no_usage_rough_cost_usd,
+    sum(if(known > 0, 0, no_usage)) AS no_usage_without_comparison
+FROM (
+    SELECT sum(estimated_calls) AS estimated, sum(estimated_cost_usd) AS estimated_cost,
+           sum(no_usage_calls) AS no_usage, sum(cost_usd) AS cost,
+           sum(calls) - sum(unpriced_calls) - sum(no_usage_calls) AS known
+    FROM llm_rollup_1m
+    WHERE minute >= toStartOfMinute(now('UTC') - toIntervalSecond({seconds:UInt64}))
+    GROUP BY provider, model
+)
+"""
+
+
+def print_usage_flags(flags: Sequence[Any]) -> None:
+    """The report's lines about calls without the provider's usage (a `USAGE_FLAGS_SQL` row): never silent."""
+    estimated, estimated_cost, no_usage, rough, incomparable = flags
+    if estimated:
+        print(f"warning: {estimated} calls have estimated usage (tokens estimated from the text, e.g. a stream "
+              f"closed before its usage report): ${format_value(estimated_cost)} of the total is estimated; "
+              "see: otel-llmcost sql \"SELECT request_model, price_note FROM llm_spans WHERE price_status = 'estimated'\"")
+    if no_usage:
+        unknown = f" ({incomparable} of them of models with no priced call to compare)" if incomparable else ""
+        print(f"warning: {no_usage} calls have no usage (cost unknown, not in the total): at their models' average "
+              f"they would cost about ${format_value(rough)}{unknown}; "
+              "see: otel-llmcost sql \"SELECT request_model, price_note FROM llm_spans WHERE price_status = 'no_usage'\"")
+
+
 def parse_duration(text: str) -> int:
     """`90s`, `15m`, `24h`, `7d` -> seconds."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
@@ -150,6 +184,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
         result = store.query(REPORT_SQL, {"seconds": args.since})
+        flags = store.query(USAGE_FLAGS_SQL, {"seconds": args.since}).rows[0] if args.format == "table" else None
     finally:
         store.close()
     print(f"LLM spend by provider and model, last {args.since_text} ({store.url})")
@@ -164,6 +199,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if unpriced:
         print(f"warning: {unpriced} calls are unpriced (model without a price): their cost is not in the total; "
               "see: otel-llmcost sql \"SELECT request_model, price_note FROM llm_spans WHERE price_status = 'unpriced'\"")
+    print_usage_flags(flags)
     return 0
 
 

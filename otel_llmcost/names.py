@@ -32,6 +32,16 @@ SERVICE_TIER = "llmcost.response.service_tier"
 CACHE_WRITE_1H_TOKENS = "llmcost.usage.cache_creation_1h.input_tokens"
 # A stream that ended without the provider's usage report.
 USAGE_MISSING = "llmcost.usage_missing"
+# The token counts are the instrumentation's estimate (from the text seen), not the provider's report.
+USAGE_ESTIMATED = "llmcost.usage.estimated"
+# Why the usage is missing or estimated, in words (added to the row's price_note).
+USAGE_NOTE = "llmcost.usage.note"
+# This span's usage is recorded on another span (a background response's create and polls, a result already
+# recorded): the collector makes no row of it.
+USAGE_ELSEWHERE = "llmcost.usage.elsewhere"
+# Batch results: the batch they came from and each request's own id within it.
+BATCH_ID = "llmcost.batch.id"
+BATCH_CUSTOM_ID = "llmcost.batch.custom_id"
 
 # Attribution: travels as baggage and is copied onto each LLM span under the same names.
 PROJECT = "llmcost.project"

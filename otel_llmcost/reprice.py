@@ -102,7 +102,7 @@ def new_values(record: dict, catalog: PriceCatalog) -> dict[str, Any] | None:
         timestamp_ns=record["ts"], duration_ms=0.0, trace_id="", span_id="", parent_span_id="", service_name="",
         span_name="", scope_name="", provider=record["provider"], operation="", request_model="",
         response_model="", response_id="", status_code="", error_type="", usage=usage, has_usage=True,
-        service_tier=tier, project="", feature="", user_id="", attributes={}, resource_attributes={},
+        service_tier=tier, project="", feature="", user_id="", attributes=attributes, resource_attributes={},
         cache_hit_kind=record["cache_hit_kind"])
     values = dict(zip(COLUMNS, make_row(call, price)))
     # Notes the collector made about the span itself (odd token counts, cache counted in) are kept.

@@ -548,8 +548,9 @@ def calls_in(request: ExportTraceServiceRequest | bytes, set_aside: list | None 
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
                 facts, names_usage, names_cache_hit, rest = span_facts(span.attributes)
-                if not is_llm_call(facts, names_usage, names_cache_hit):
-                    continue
+                if not is_llm_call(facts, names_usage, names_cache_hit) or (
+                        not names_usage and rest.get(names.USAGE_ELSEWHERE) == "true"):
+                    continue  # (a span whose usage is recorded on another span: a background response's polls)
                 try:
                     call = to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text,
                                    resource_json)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from .. import names
 from .normalize import Call
 from .pricing import Price
 
@@ -56,8 +57,15 @@ def row(call: Call, price: Price) -> tuple:
         status, note = "unpriced", "; ".join(filter(None, [too_large_note(price.total), price.note]))
     else:
         status, note = price.status, price.note
-    if call.notes:
-        note = "; ".join(filter(None, [note, *call.notes]))
+    attributes = call.attributes
+    usage_note = attributes.get(names.USAGE_NOTE)
+    if attributes.get(names.USAGE_ESTIMATED) == "true" and call.has_usage:
+        # Tokens the instrumentation estimated (a stream without its usage report): priced, and flagged so.
+        usage_note = f"usage estimated by the instrumentation: {usage_note or 'no usage report'}"
+        if status == "priced":
+            status = "estimated"
+    if usage_note or call.notes:
+        note = "; ".join(filter(None, [note, usage_note, *call.notes]))
     usage = call.usage
     if usage.compaction_input_tokens or usage.compaction_output_tokens:
         # Compaction iterations are billed tokens of the call too: counted in (`stored_usage` takes them out).
@@ -66,7 +74,7 @@ def row(call: Call, price: Price) -> tuple:
                   usage.cache_write_tokens + usage.compaction_cache_write_tokens)
     else:
         tokens = usage[:4]  # input, output, cache read, cache write
-    priced = status == "priced"
+    priced = status == "priced" or status == "estimated"
     if priced:
         # (`stored`, written out: once per span; a zero, as most cache and fee parts are, needs no rounding)
         q, even = NANO, ROUND_HALF_EVEN

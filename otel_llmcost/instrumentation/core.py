@@ -77,7 +77,12 @@ def env_flag(name: str, default: bool) -> bool:
 class StreamReader:
     """Collects the attributes a stream's events carry; one per streamed call."""
 
-    def read(self, event: Any) -> None:  # called for every event the application receives
+    def begin(self, described: "Described") -> None:
+        """Called once, before the first event: what the request was (to estimate usage it never reports)."""
+
+    def read(self, event: Any) -> Any:
+        """Called for every event of the stream, before the application gets it. A true result swallows the
+        event: one the application would not have had without us (the usage report we asked for)."""
         raise NotImplementedError
 
     def attributes(self) -> dict[str, Any]:
@@ -94,12 +99,14 @@ class Endpoint:
 
 
 class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
-    """What one wrapped call is: its endpoint, its request body (a mapping), its model, whether it streams."""
+    """What one wrapped call is: its endpoint, its request body (a mapping), its model, whether it streams,
+    and whether we changed the request to ask for the stream's usage (its stream then hides what that added)."""
 
     endpoint: Endpoint
     body: Mapping[str, Any]
     model: Any
     stream: bool
+    usage_asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,13 +197,14 @@ def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
-    __slots__ = ("span", "endpoint", "reader", "ended")
+    __slots__ = ("span", "endpoint", "reader", "ended", "described")
 
-    def __init__(self, span: trace.Span, endpoint: Endpoint) -> None:
+    def __init__(self, span: trace.Span, endpoint: Endpoint, described: Described | None = None) -> None:
         self.span = span
         self.endpoint = endpoint
         self.reader: StreamReader | None = None
         self.ended = False
+        self.described = described
 
     def _stream_attributes(self) -> dict[str, Any] | None:
         try:
@@ -233,9 +241,17 @@ class _Call:
             log_once("could not end the span of a call")
 
     def finish_stream(self) -> None:
-        """Ends a streamed call with whatever usage its events carried."""
+        """Ends a streamed call with whatever usage its events carried. Without a reader, the app read the
+        raw body itself (`with_raw_response`, `with_streaming_response` never parsed): nothing of it was seen."""
         if not self.ended:
-            self.finish(self._stream_attributes())
+            if self.reader is None:
+                raw = self.endpoint.stream_reader is not None  # (else an endpoint whose streams we cannot read)
+                self.finish({names.USAGE_MISSING: True, names.USAGE_NOTE: RAW_BODY_NOTE} if raw else None)
+            else:
+                self.finish(self._stream_attributes())
+
+
+RAW_BODY_NOTE = "the app read the raw response body itself: usage unknown"
 
 
 class _Events:
@@ -252,19 +268,21 @@ class _Events:
         return self
 
     def __next__(self) -> Any:
-        try:
-            event = next(self.inner)
-        except BaseException as exc:
-            self._ended(exc)
-            raise
-        read = self.read
-        if read is not None:  # `_read`, written out: it runs for every event
+        while True:
             try:
-                read(event)
-            except Exception:
-                log_once("could not read a stream event")
-                self.read = None
-        return event
+                event = next(self.inner)
+            except BaseException as exc:
+                self._ended(exc)
+                raise
+            read = self.read
+            if read is not None:  # `_read`, written out: it runs for every event
+                try:
+                    if read(event):
+                        continue  # an event we made the server add: the app never sees it
+                except Exception:
+                    log_once("could not read a stream event")
+                    self.read = None
+            return event
 
     def _ended(self, exc: BaseException) -> None:
         if isinstance(exc, (StopIteration, StopAsyncIteration)):
@@ -272,14 +290,15 @@ class _Events:
         else:
             self.call.fail(exc)
 
-    def _read(self, event: Any) -> Any:
+    def _read(self, event: Any) -> bool:
+        """Reads one event; true when it is to be swallowed (see `StreamReader.read`)."""
         if self.read is not None:
             try:
-                self.read(event)
+                return bool(self.read(event))
             except Exception:
                 log_once("could not read a stream event")
                 self.read = None
-        return event
+        return False
 
     def close(self) -> None:  # a plain generator of ours closed by the app (`yield from` calls it)
         self.call.finish_stream()
@@ -301,12 +320,14 @@ class _AsyncEvents(_Events):
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            event = await self.inner.__anext__()
-        except BaseException as exc:
-            self._ended(exc)
-            raise
-        return self._read(event)
+        while True:
+            try:
+                event = await self.inner.__anext__()
+            except BaseException as exc:
+                self._ended(exc)
+                raise
+            if not self._read(event):
+                return event
 
     async def aclose(self) -> None:
         self.call.finish_stream()
@@ -456,13 +477,13 @@ class RequestTracer:
             return None
         if guard is not None:  # the opt-in budget guard: stopping the call raises into the app, by design
             guard.before_call(span, attributes, described.body)
-        return _Call(span, described.endpoint), _call_context(ctx, span)
+        return _Call(span, described.endpoint, described), _call_context(ctx, span)
 
     def request_attributes(
         self, described: Described, provider_name: str, ctx: context.Context | None = None
     ) -> dict[str, Any]:
         """Everything the request says: operation, provider, model, attribution, prefix fingerprint."""
-        endpoint, body, model, stream = described
+        endpoint, body, model, stream = described[:4]
         attributes = attribution(self.defaults, ctx)
         attributes[names.OPERATION] = endpoint.operation
         attributes[names.PROVIDER] = provider_name
@@ -514,7 +535,9 @@ class RequestTracer:
     def _hook_stream(self, call: _Call, stream: Any, events_type: type, generator: Callable) -> Any:
         """Puts a reader between the stream and its events: same object, same semantics for the app."""
         factory = call.endpoint.stream_reader
-        call.reader = factory() if factory is not None else None
+        reader = call.reader = factory() if factory is not None else None
+        if reader is not None and call.described is not None:
+            reader.begin(call.described)
         inner = getattr(stream, "_iterator", None)
         if inner is None:  # a plain generator: wrap it in one of ours
             return generator(events_type(stream, call))

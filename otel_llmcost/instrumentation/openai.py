@@ -7,11 +7,12 @@ which is what `gen_ai.usage.input_tokens` asks for: it is copied as is, never ad
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Collection, Mapping
 
 from .. import hosts, names
-from .core import Described, Endpoint, Provider, StreamReader, env_flag, field, positive_int, stainless_describe
+from .core import Described, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
 # Hosts of OpenAI-compatible services, so their calls are priced with their own prices.
@@ -183,15 +184,81 @@ def _count_tool_calls(output: list, attributes: dict[str, Any]) -> None:
             attributes[name] = attributes.get(name, 0) + 1
 
 
-class ChunkReader(StreamReader):
-    """Chat and legacy completion streams: usage arrives in the last chunk, and only when asked for."""
+def _text_length(content: Any) -> int:
+    """Characters of a message's content: a string, or a list of parts with `text`."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(part["text"]) for part in content if type(part) is dict and isinstance(part.get("text"), str))
+    return 0
 
-    __slots__ = ("model", "response_id", "tier", "usage")
+
+def _estimated_tokens(characters: int) -> int:
+    """About four characters a token (English text, OpenAI's rule of thumb), rounded up."""
+    return -(-characters // 4)
+
+
+def estimated_input_tokens(body: Mapping[str, Any]) -> int:
+    """The input of a chat, completion or Responses request, estimated from its text."""
+    characters = _text_length(body.get("instructions"))
+    for key in ("messages", "input", "prompt"):  # chat, Responses API, legacy completions
+        value = body.get(key)
+        if isinstance(value, str):
+            characters += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    characters += len(item)
+                elif type(item) is dict:
+                    characters += _text_length(item.get("content"))
+        if value is not None:
+            break
+    return _estimated_tokens(characters)
+
+
+def _asked_for_usage(body: Mapping[str, Any]) -> bool:
+    stream_options = body.get("stream_options")
+    return type(stream_options) is dict and stream_options.get("include_usage") is True
+
+
+def _hide_usage(chunk: Any) -> None:
+    """Makes a chunk what it would have been had the request not asked for usage: no `usage` field at all
+    (the server sends `"usage": null` on every chunk once asked), so its `to_dict()` and `model_fields_set`
+    are the same as without us."""
+    if type(chunk) is dict:
+        chunk.pop("usage", None)
+        return
+    values = getattr(chunk, "__dict__", None)
+    if type(values) is dict and values.get("usage") is not None:
+        values["usage"] = None
+    fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+    if fields_set is None:
+        fields_set = getattr(chunk, "__fields_set__", None)  # pydantic 1
+    if type(fields_set) is set:
+        fields_set.discard("usage")
+
+
+class ChunkReader(StreamReader):
+    """Chat and legacy completion streams: usage arrives in the last chunk, and only when asked for.
+
+    When we asked for it (`Described.usage_asked`), the stream is made the one the app asked for: the extra
+    usage chunk (empty `choices`) is swallowed and the `usage` field taken off the other chunks. When the
+    stream ends without a usage report (closed early, cut short, or not asked for), the tokens are estimated
+    from the text seen and the request's messages, and flagged (`llmcost.usage.estimated`)."""
+
+    __slots__ = ("model", "response_id", "tier", "usage", "hide", "asked", "body", "characters")
 
     def __init__(self) -> None:
-        self.model = self.response_id = self.tier = self.usage = None
+        self.model = self.response_id = self.tier = self.usage = self.body = None
+        self.hide = self.asked = False
+        self.characters = 0
 
-    def read(self, chunk: Any) -> None:
+    def begin(self, described: Described) -> None:
+        self.body = described.body
+        self.hide = described.usage_asked
+        self.asked = described.usage_asked or _asked_for_usage(described.body)
+
+    def read(self, chunk: Any) -> bool:
         get = dict.get if type(chunk) is dict else getattr  # `field`, written out (read on every chunk)
         if not self.response_id:  # Azure's first chunk (prompt_filter_results) has an empty id and model
             self.response_id = get(chunk, "id", None)
@@ -200,11 +267,28 @@ class ChunkReader(StreamReader):
         if usage is not None:
             self.usage = usage
             self.tier = get(chunk, "service_tier", None)
+        choices = get(chunk, "choices", None)
+        if choices:
+            for choice in choices:
+                self.characters += _choice_characters(choice)
+        if self.hide:
+            if usage is not None and not choices:
+                return True  # the usage chunk we asked for: not the app's
+            _hide_usage(chunk)
+        return False
 
     def attributes(self) -> dict[str, Any]:
         attributes = _usage_attributes(self.usage)
         if self.usage is None:
             attributes[names.USAGE_MISSING] = True
+            attributes[names.INPUT_TOKENS] = estimated_input_tokens(self.body or {})
+            attributes[names.OUTPUT_TOKENS] = _estimated_tokens(self.characters)
+            attributes[names.USAGE_ESTIMATED] = True
+            attributes[names.USAGE_NOTE] = (
+                "the stream ended before its usage report (closed early or cut short)" if self.asked else
+                "the request did not ask for the stream's usage (stream_options.include_usage; see "
+                "OTEL_LLMCOST_OPENAI_INCLUDE_USAGE)"
+            ) + ": tokens estimated from the text, about 4 characters a token"
         if isinstance(self.model, str):
             attributes[names.RESPONSE_MODEL] = self.model
         if isinstance(self.response_id, str):
@@ -212,6 +296,30 @@ class ChunkReader(StreamReader):
         if isinstance(self.tier, str):
             attributes[names.SERVICE_TIER] = self.tier
         return attributes
+
+
+def _choice_characters(choice: Any) -> int:
+    """Characters of text one streamed choice carries: content, refusal, tool call arguments (chat), text
+    (legacy completions)."""
+    get = dict.get if type(choice) is dict else getattr
+    delta = get(choice, "delta", None)
+    if delta is None:
+        text = get(choice, "text", None)
+        return len(text) if isinstance(text, str) else 0
+    get = dict.get if type(delta) is dict else getattr
+    characters = 0
+    for name in ("content", "refusal"):
+        text = get(delta, name, None)
+        if isinstance(text, str):
+            characters += len(text)
+    calls = get(delta, "tool_calls", None)
+    if calls:
+        for call in calls:
+            function = field(call, "function")
+            arguments = field(function, "arguments")
+            if isinstance(arguments, str):
+                characters += len(arguments)
+    return characters
 
 
 class ResponseEventReader(StreamReader):
@@ -271,22 +379,94 @@ def prefix(body: Mapping[str, Any]) -> list[Any]:
 
 _USAGE_STREAM_ENDPOINTS = ("/chat/completions", "/completions")
 
+# Providers whose servers are known to accept `stream_options.include_usage` (their API docs say so). Any other
+# server (an unknown host, a local model server, a gateway) is not sent it: an unknown field can fail a call
+# that would have succeeded without us. `OTEL_LLMCOST_OPENAI_INCLUDE_USAGE` extends or narrows the list.
+INCLUDE_USAGE_PROVIDERS = frozenset({"openai", "azure.ai.openai", "deepseek", "groq", "x_ai", "gcp.gemini"})
+_EVERY_SERVER = ("true", "all", "*", "1", "yes", "on")
+_NO_SERVER = ("false", "none", "0", "no", "off")
 
-def asking_for_usage(describe: Any) -> Any:
-    """Wraps `describe` so that streamed chat and completion requests ask for the usage report
-    (`stream_options.include_usage`): the stream then ends with one more chunk, with empty `choices`."""
+
+@dataclass(frozen=True)
+class UsagePolicy:
+    """Which servers are asked for a stream's usage: by provider name (`openai`, `groq`, the names of
+    `OTEL_LLMCOST_PROVIDER_HOSTS`) or by host."""
+
+    every_server: bool = False
+    names: frozenset[str] = INCLUDE_USAGE_PROVIDERS
+
+    @classmethod
+    def parse(cls, value: Any) -> "UsagePolicy":
+        """`true`/`all`: every server; `false`/`none`: none; otherwise a comma-separated list of provider
+        names and hosts added to the default list, `-name` taking one off it (`none,openai`: only OpenAI)."""
+        if value is True or value is False:
+            return cls(every_server=value, names=INCLUDE_USAGE_PROVIDERS if value else frozenset())
+        items = [item.strip().lower() for item in str(value or "").split(",") if item.strip()]
+        if len(items) == 1 and items[0] in _EVERY_SERVER:
+            return cls(every_server=True)
+        chosen = set(INCLUDE_USAGE_PROVIDERS)
+        for item in items:
+            if item in _NO_SERVER:
+                chosen.clear()
+            elif item.startswith("-"):
+                chosen.discard(item[1:].strip())
+            else:
+                chosen.add(item.lstrip("+"))
+        return cls(names=frozenset(chosen))
+
+    def asks(self, host: str, is_azure: bool) -> bool:
+        if self.every_server:
+            return True
+        host = host.lower()
+        return host in self.names or _named_provider(host, is_azure) in self.names
+
+
+def _named_provider(host: str, is_azure: bool) -> str | None:
+    """The provider a host is known to be (the user's mapping, Azure, the known hosts); None for a host nobody
+    named (which `provider_name` prices as `openai`, but is not known to be OpenAI's server)."""
+    named = _match_host(host, host_mapping(os.environ.get("OTEL_LLMCOST_PROVIDER_HOSTS")))
+    if named:
+        return named.lower()
+    if is_azure or host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return _match_host(host, KNOWN_HOSTS)
+
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+
+
+def asking_for_usage(describe: Any, policy: UsagePolicy) -> Any:
+    """Wraps `describe` so that streamed chat and completion requests to servers the policy names ask for the
+    usage report (`stream_options.include_usage`) when the app did not say either way; `ChunkReader` then hides
+    from the app what that added. Not for raw responses (`with_raw_response`, `with_streaming_response`): the
+    app may read their body itself, where nothing can be hidden."""
+    decided: dict[tuple[str, bool], bool] = {}
 
     def describe_and_ask(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described | None:
         described = describe(wrapped, instance, args, kwargs)
-        if described is not None and described.stream:
-            options = args[1] if len(args) > 1 else kwargs["options"]
-            body = described.body
-            stream_options = body.get("stream_options")
-            if options.url in _USAGE_STREAM_ENDPOINTS and type(body) is dict and (
-                stream_options is None or type(stream_options) is dict and "include_usage" not in stream_options
-            ):
-                options.json_data = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
-        return described
+        if described is None or not described.stream:
+            return described
+        options = args[1] if len(args) > 1 else kwargs["options"]
+        body = described.body
+        stream_options = body.get("stream_options")
+        if options.url not in _USAGE_STREAM_ENDPOINTS or type(body) is not dict or not (
+            stream_options is None or type(stream_options) is dict and "include_usage" not in stream_options
+        ):
+            return described
+        headers = options.headers
+        if isinstance(headers, Mapping) and headers.get(_RAW_RESPONSE_HEADER):
+            return described
+        base_url = getattr(instance, "_base_url", None) or instance.base_url
+        key = (base_url.host, "Azure" in type(instance).__name__)
+        asks = decided.get(key)
+        if asks is None:
+            if len(decided) >= 256:
+                decided.clear()
+            asks = decided[key] = policy.asks(*key)
+        if not asks:
+            return described
+        options.json_data = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
+        return described._replace(usage_asked=True)
 
     return describe_and_ask
 
@@ -294,9 +474,10 @@ def asking_for_usage(describe: Any) -> Any:
 class OpenAIInstrumentor(SdkInstrumentor):
     """Traces every LLM call made through the `openai` SDK (sync and async, streaming included).
 
-    `instrument(include_usage=True)` (or env `OTEL_LLMCOST_OPENAI_INCLUDE_USAGE=true`) makes streamed chat and
-    completion requests that do not say otherwise ask for `stream_options.include_usage`, so that their cost is
-    known; the application then sees one extra, final chunk with empty `choices` and the `usage`.
+    Streamed chat and completion requests that do not say otherwise ask for `stream_options.include_usage`
+    when the server is known to accept it, so that their cost is known; the app sees the stream it asked for
+    (see `ChunkReader`). `instrument(include_usage=...)` (True, False or a list as in the environment) or env
+    `OTEL_LLMCOST_OPENAI_INCLUDE_USAGE` (see `UsagePolicy.parse`) chooses the servers.
     """
 
     sync_requests = (("openai._base_client", "SyncAPIClient.request"),)
@@ -321,10 +502,11 @@ class OpenAIInstrumentor(SdkInstrumentor):
 
         include_usage = kwargs.get("include_usage")
         if include_usage is None:
-            include_usage = env_flag("OTEL_LLMCOST_OPENAI_INCLUDE_USAGE", False)
+            include_usage = os.environ.get("OTEL_LLMCOST_OPENAI_INCLUDE_USAGE")
+        policy = UsagePolicy.parse(include_usage)
         describe = stainless_describe(endpoint_for)
         return Provider(
-            describe=asking_for_usage(describe) if include_usage else describe,
+            describe=asking_for_usage(describe, policy) if policy.every_server or policy.names else describe,
             provider_name=provider_name,
             request_attributes=request_attributes,
             prefix=prefix,
