@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..retention import apply_retention, parse_retention
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
 from .forward import Forwarder
 from .pipeline import Loader, Pipeline, Stats
@@ -46,6 +47,7 @@ class Options:
     forward_queue: int = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_QUEUE", 1000, int))
     stats_log_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STATS_LOG_SECONDS", 60.0, float))
     cluster: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLUSTER", None))
+    retention_days: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_RETENTION", None, parse_retention))
 
 
 def default_spool_dir(store_url: str) -> Path:
@@ -69,6 +71,7 @@ class Collector:
         self.stats = Stats()
         self.store = Store(resolve_url(store_url), cluster=o.cluster)
         self.store.migrate()
+        apply_retention(self.store, o.retention_days)
         self.pipeline = Pipeline(self.store, stats=self.stats)
         self.spool = Spool(o.spool_dir or default_spool_dir(self.store.url), max_bytes=o.spool_max_bytes)
         self.loader = Loader(self.pipeline, self.spool, batch_rows=o.batch_rows, batch_seconds=o.batch_seconds)
