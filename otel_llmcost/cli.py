@@ -36,6 +36,11 @@ COMMAND_MODULES: tuple[str, ...] = ("otel_llmcost.budgets", "otel_llmcost.alerts
 # minutes before the first whole hour of the range are read by the minute, the whole hours from the rollup's
 # hourly projection (031): a month is a few thousand hourly rows, not millions of minute rows.
 REPORT_SQL = """
+SELECT provider, model, calls, input_tokens, cached_tokens, cache_write_tokens, output_tokens,
+       -- unknown (NULL), not 0, when no call of the row has a known cost (all unpriced, or failed without usage)
+       if(calls > unpriced_calls + failed_calls OR cost != 0, cost, NULL) AS cost_usd,
+       unpriced_calls, failed_calls
+FROM (
 SELECT
     provider,
     model,
@@ -44,7 +49,7 @@ SELECT
     sum(cache_read_tokens) AS cached_tokens,
     sum(cache_write_tokens) AS cache_write_tokens,
     sum(output_tokens) AS output_tokens,
-    sum(cost_usd) AS cost_usd,
+    sum(cost_usd) AS cost,
     sum(unpriced_calls) AS unpriced_calls,
     sum(errors) AS failed_calls
 FROM (
@@ -62,8 +67,13 @@ FROM (
 )
 GROUP BY provider, model
 HAVING calls > 0
+)
 ORDER BY cost_usd DESC, calls DESC
 """
+
+
+REPORT_COLUMNS = ("provider", "model", "calls", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
+                  "cost_usd", "unpriced_calls", "failed_calls")
 
 
 def parse_duration(text: str) -> int:
@@ -339,6 +349,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.format != "table":  # data only: the output parses
+        if not result.column_names:  # (an empty result may come without its columns)
+            result = QueryResult(list(REPORT_COLUMNS), [], [])
         print_result(result, args.format)
         return 0
     width = min(100, max(60, shutil.get_terminal_size((100, 24)).columns))
