@@ -14,6 +14,7 @@ The alert rules (`budget_*`) read the current budgets at every evaluation.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -90,37 +91,56 @@ def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str
 
 
 def split_scope(text: str) -> tuple[str, str]:
-    """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value)."""
+    """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value). A budget has
+    one scope: `project=a,feature=b` is refused, not taken for a project named `a,feature=b`."""
     scope, _, value = text.partition("=")
+    if re.search(r"[,;&]\s*(" + "|".join(SCOPES) + r")\s*=", value, re.I):
+        raise ValueError(f"--scope {text!r}: combined scopes are not supported; a budget covers all, one project, "
+                         "one feature or one user")
     return scope.strip().lower(), value.strip()
+
+
+MAX_AMOUNT = Decimal("999999999999.999999")  # Decimal(18, 6)
+
+
+def parse_amount(amount_usd) -> Decimal:
+    """A budget amount: a finite number of USD above 0 that `Decimal(18, 6)` holds."""
+    try:
+        amount = Decimal(str(amount_usd).strip().lstrip("$").replace(",", "").replace("_", ""))
+    except InvalidOperation as exc:
+        raise ValueError(f"not an amount: {amount_usd!r} (use USD, e.g. 500 or 12.50)") from exc
+    if not amount.is_finite():
+        raise ValueError(f"not an amount: {amount_usd!r} (use a finite number of USD, e.g. 500)")
+    if amount <= 0:
+        raise ValueError(f"the amount must be above 0, not {amount_usd} (use budget remove to drop a budget)")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"the amount {amount_usd} is too large (at most {int(MAX_AMOUNT):,} USD)")
+    return amount
+
+
+def parse_tokens(tokens) -> int:
+    """A token limit: a whole number above 0 that `UInt64` holds."""
+    try:
+        limit = int(str(tokens).strip().replace("_", "").replace(",", ""))
+    except ValueError as exc:
+        raise ValueError(f"not a number of tokens: {tokens!r} (use a whole number, e.g. 200000)") from exc
+    if not 0 < limit < 2**63:
+        raise ValueError(f"the token limit must be a whole number above 0, not {tokens}")
+    return limit
 
 
 def set_budget(store, scope: str, value: str | None, period: str, amount_usd=None, tokens=None) -> Budget:
     """Sets (or replaces) a budget of `amount_usd` dollars and/or `tokens` tokens per period."""
     scope, value, period = normalize(scope, value, period)
-    amount = Decimal(0)
-    if amount_usd is not None:
-        try:
-            amount = Decimal(str(amount_usd))
-        except InvalidOperation as exc:
-            raise ValueError(f"not an amount: {amount_usd!r}") from exc
-        if not amount.is_finite() or amount <= 0:
-            raise ValueError("the amount must be a number above 0 (use remove to drop a budget)")
-    limit = 0
-    if tokens is not None:
-        try:
-            limit = int(str(tokens).replace("_", "").replace(",", ""))
-        except ValueError as exc:
-            raise ValueError(f"not a number of tokens: {tokens!r}") from exc
-        if not 0 < limit < 2**63:
-            raise ValueError("the token limit must be a whole number above 0")
+    amount = parse_amount(amount_usd) if amount_usd is not None else Decimal(0)
+    limit = parse_tokens(tokens) if tokens is not None else 0
     if not amount and not limit:
         raise ValueError("a budget needs an amount in USD (--amount), a number of tokens (--tokens), or both")
     store.command(
         "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, limit_tokens, updated_at, is_deleted) "
         "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, {tokens:UInt64}, "
         "now64(3), 0)",
-        {"scope": scope, "value": value, "period": period, "amount": str(amount), "tokens": limit},
+        {"scope": scope, "value": value, "period": period, "amount": format(amount, "f"), "tokens": limit},
     )
     return Budget(scope, value, period, amount, limit)
 
@@ -150,34 +170,53 @@ def budget_status(store) -> list[dict]:
 
 
 def _open(args: argparse.Namespace):
-    from .store import open_store
+    from .cli import open_existing_store
 
-    return open_store(args.store)
+    return open_existing_store(args.store)
+
+
+def checked(args: argparse.Namespace, amount: bool = False) -> tuple[str, str, str]:
+    """The scope and period of the command line, checked before any store is opened."""
+    from .errors import UserError
+
+    try:
+        scope, value, period = normalize(*split_scope(args.scope), args.period)
+        if amount:
+            if args.amount is None and args.tokens is None:
+                raise ValueError("a budget needs an amount in USD (--amount), a number of tokens (--tokens), or both")
+            if args.amount is not None:
+                parse_amount(args.amount)
+            if args.tokens is not None:
+                parse_tokens(args.tokens)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    return scope, value, period
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    store = _open(args)
+    from .store import chdb_dir, open_store, resolve_url
+
+    scope, value, period = checked(args, amount=True)
+    directory = chdb_dir(resolve_url(args.store))
+    if directory is not None and not (directory / "metadata").is_dir():
+        print(f"otel-llmcost budget: note: no store at {directory} yet; creating it", file=sys.stderr)
+    store = open_store(args.store)  # a budget may be set before the collector first runs
     try:
-        budget = set_budget(store, *split_scope(args.scope), args.period, args.amount, args.tokens)
-    except ValueError as exc:
-        print(f"otel-llmcost budget: {exc}", file=sys.stderr)
-        return 2
+        budget = set_budget(store, scope, value, period, args.amount, args.tokens)
     finally:
         store.close()
     what = budget.scope + (f" {budget.scope_value}" if budget.scope_value else "")
-    limits = [f"${budget.amount_usd}"] * bool(budget.amount_usd) + [f"{budget.limit_tokens:,} tokens"] * bool(
+    limits = [f"${budget.amount_usd:f}"] * bool(budget.amount_usd) + [f"{budget.limit_tokens:,} tokens"] * bool(
         budget.limit_tokens)
     print(f"budget set: {what}, {' and '.join(limits)} per {budget.period}")
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    scope, value, period = checked(args)
     store = _open(args)
     try:
-        removed = remove_budget(store, *split_scope(args.scope), args.period)
-    except ValueError as exc:
-        print(f"otel-llmcost budget: {exc}", file=sys.stderr)
-        return 2
+        removed = remove_budget(store, scope, value, period)
     finally:
         store.close()
     print("budget removed" if removed else "no such budget")
@@ -197,20 +236,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    store_help = "store URL (default $OTEL_LLMCOST_STORE or chdb://./.llmcost)"
+    store_help = "store URL or directory (default $OTEL_LLMCOST_STORE, else ./.llmcost)"
     p = subparsers.add_parser("budget", help="spending limits the budget alerts watch (llm_budgets)")
     sub = p.add_subparsers(dest="budget_command", required=True)
 
     def scope_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--store", help=store_help)
         q.add_argument("--scope", default="all",
-                       help="what the budget covers: all, project=NAME, feature=NAME or user=ID (default all)")
-        q.add_argument("--period", choices=PERIODS, default="month", help="hour, day or month, UTC (default month)")
+                       help="what the budget covers: all, project=NAME, feature=NAME or user=ID")
+        q.add_argument("--period", choices=PERIODS, default="month", help="hour, day or month, UTC")
 
     q = sub.add_parser("set", help="set (or replace) a budget")
     scope_args(q)
-    q.add_argument("--amount", help="USD per period")
-    q.add_argument("--tokens", help="tokens (input plus output) per period")
+    q.add_argument("--amount", help="USD per period, above 0 (e.g. 500 or 12.50)")
+    q.add_argument("--tokens", help="tokens (input plus output) per period, e.g. 200000")
     q.set_defaults(func=cmd_set)
 
     q = sub.add_parser("remove", help="remove a budget")
@@ -219,5 +258,6 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("list", help="the budgets and what their scope spent this period")
     q.add_argument("--store", help=store_help)
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="json and csv print only the rows")
     q.set_defaults(func=cmd_list)

@@ -295,6 +295,9 @@ def cmd_reprice(args: argparse.Namespace) -> int:
         print("otel-llmcost reprice: --since must be before --until", file=sys.stderr)
         return 2
     catalog = PriceCatalog(args.prices) if args.prices else PriceCatalog()
+    if not args.until:
+        print(f"otel-llmcost reprice: note: the last {SETTLE.seconds // 60} minutes are left out (the collector may "
+              "still be writing them); run it again later, or give --until, to include them", file=sys.stderr)
     store = open_store(args.store)
     try:
         print(f"repricing {since.isoformat()} .. {until.isoformat()} with {catalog.describe()}"

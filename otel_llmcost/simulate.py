@@ -230,9 +230,29 @@ def send(endpoint: str, days: float, scenario: str = "steady", end: datetime | N
     return sent
 
 
+def check_reachable(endpoint: str) -> None:
+    """Fails at once when nothing listens at the endpoint (the exporter would retry for half a minute first)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from .errors import EXIT_FAILURE, UserError
+
+    parsed = urlparse(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UserError(f"--endpoint {endpoint!r}: use the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318")
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)),
+                                 timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"no collector answers at {endpoint} ({exc.strerror or exc})",
+                        "start one (otel-llmcost collector), or give its OTLP/HTTP URL with --endpoint",
+                        EXIT_FAILURE) from exc
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     token = os.environ.get("OTEL_LLMCOST_AUTH_TOKEN")
     headers = {"authorization": f"Bearer {token}"} if token else None
+    check_reachable(args.endpoint)
     began = time.monotonic()
     try:
         count = send(args.endpoint, args.days, args.scenario, incident_minutes=args.incident_minutes,
@@ -257,17 +277,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not (math.isfinite(days) and 0 < days <= 3660):
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r} (use more than 0, e.g. 14 or 0.5)")
+    return days
+
+
+def minutes(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r} (use a whole number, 0 or more)")
+    return int(text)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("simulate", help="send realistic backdated LLM traffic to a collector (rehearsal)")
-    p.add_argument("--days", type=float, default=14, help="days of history ending now (default 14)")
+    p.add_argument("--days", type=positive_days, default=14, help="days of history ending now")
     p.add_argument("--scenario", choices=SCENARIOS, default="steady",
-                   help="what happens in the last --incident-minutes (default steady)")
-    p.add_argument("--incident-minutes", type=int, default=90)
+                   help="what happens in the last --incident-minutes")
+    p.add_argument("--incident-minutes", type=minutes, default=90, help="length of the scenario's incident")
     p.add_argument("--endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"), help="collector OTLP HTTP endpoint "
                    "(default $OTEL_EXPORTER_OTLP_ENDPOINT or http://127.0.0.1:4318)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="random seed: the same seed, the same history")
     p.add_argument("--budgets", action="store_true", help="also set demo budgets in the store (--store)")
-    p.add_argument("--store", help="store URL for --budgets (default $OTEL_LLMCOST_STORE or chdb://./.llmcost)")
+    p.add_argument("--store", help="store URL or directory for --budgets (default $OTEL_LLMCOST_STORE, else ./.llmcost)")
     p.set_defaults(func=cmd_simulate)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from datetime import datetime, timedelta, timezone
@@ -40,15 +41,83 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for item in items or []:
         key, _, value = item.partition("=")
-        if not value:
-            raise argparse.ArgumentTypeError(f"--set {item!r}: use RULE.PARAM=VALUE")
-        rule, _, param = key.rpartition(".")
-        out.setdefault(rule or "*", {})[param] = value
+        if not value.strip() or not key.strip():
+            raise argparse.ArgumentTypeError(f"--set {item!r}: use RULE.PARAM=VALUE (or PARAM=VALUE)")
+        rule, _, param = key.strip().rpartition(".")
+        out.setdefault(rule or "*", {})[param] = value.strip()
     return out
 
 
+def rule_overrides(rules: list, sets: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Each rule's own --set values, every one checked: a rule or parameter that does not exist, or a value that
+    is not a number of the parameter's type, is an error (never silently ignored)."""
+    from ..errors import UserError
+
+    by_name = {rule.name: rule for rule in rules}
+    for name, params in sets.items():
+        if name == "*":
+            for param in params:
+                if not any(param in rule.params for rule in rules):
+                    raise UserError(f"--set {param}=...: no rule backtested here has a parameter {param!r}",
+                                    "otel-llmcost alerts list shows the rules and their parameters")
+        elif name not in by_name:
+            known = [rule.name for rule in load_rules()]
+            where = "is not among the --rule ones" if name in known else "does not exist"
+            raise UserError(f"--set {name}.{next(iter(params))}=...: rule {name!r} {where}",
+                            f"rules: {', '.join(known)}")
+        else:
+            unknown = [p for p in params if p not in by_name[name].params]
+            if unknown:
+                raise UserError(f"--set {name}.{unknown[0]}=...: rule {name} has no parameter {unknown[0]!r}",
+                                f"its parameters: {', '.join(by_name[name].params) or 'none'}")
+    overrides = {}
+    for rule in rules:
+        own = {k: v for k, v in sets.get("*", {}).items() if k in rule.params}
+        own.update(sets.get(rule.name, {}))
+        for param, value in own.items():
+            declared = rule.params[param]
+            try:
+                number = float(value)
+                declared.literal(value)
+                fits = math.isfinite(number) and (
+                    not declared.type.startswith(("UInt", "Int")) or number == int(number)) and (
+                    not declared.type.startswith("UInt") or number >= 0)
+            except ValueError:
+                fits = False
+            if not fits:
+                kind = "a whole number, 0 or more" if declared.type.startswith("UInt") else \
+                    "a whole number" if declared.type.startswith("Int") else "a finite number"
+                raise UserError(f"--set {rule.name}.{param}={value}: {param} must be {kind}",
+                                f"its default is {declared.default}: {declared.help}")
+        overrides[rule.name] = own
+    return overrides
+
+
+def check_range(start: datetime, end: datetime, step: int) -> None:
+    from ..errors import UserError
+    from .backtest import MAX_STEPS
+
+    if end < start:
+        raise UserError(f"--to {end:%Y-%m-%d %H:%M} is before --from {start:%Y-%m-%d %H:%M}",
+                        "give --from the earlier time (e.g. --from now-7d --to now)")
+    steps = int((end - start).total_seconds()) // step + 1
+    if steps > MAX_STEPS:
+        needed = -(-int((end - start).total_seconds()) // (MAX_STEPS - 1) // 60)
+        raise UserError(f"{steps:,} evaluations from --from to --to at --step {step // 60}m: at most {MAX_STEPS:,}",
+                        f"use --step {needed}m or more, or a shorter range")
+
+
+def selected_rules(names: list[str] | None) -> list:
+    from ..errors import UserError
+
+    try:
+        return load_rules(names)
+    except ValueError as exc:
+        raise UserError(str(exc), "otel-llmcost alerts list shows the rules") from exc
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    for rule in load_rules(args.rule):
+    for rule in selected_rules(args.rule):
         print(f"{rule.name}  (severity {rule.severity}, for {rule.for_}; labels {', '.join(rule.labels)})")
         for p in rule.params.values():
             print(f"    {p.name} = {p.default}  {p.help}")
@@ -56,22 +125,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from ..cli import print_table
-    from ..store import QueryResult, open_store
+    from ..cli import open_existing_store, print_table
+    from ..store import QueryResult
     from .backtest import backtest
 
-    rules = load_rules(args.rule)
-    sets = parse_overrides(args.set)
-    overrides = {}
-    for rule in rules:
-        own = {k: v for k, v in sets.get("*", {}).items() if k in rule.params}
-        own.update(sets.get(rule.name, {}))
-        overrides[rule.name] = own
-    store = open_store(args.store)
+    rules = selected_rules(args.rule)
+    overrides = rule_overrides(rules, parse_overrides(args.set))
+    check_range(args.start, args.end, args.step)
+    store = open_existing_store(args.store)
+    # One rule at a time, so that a terminal shows how far it got (a week of history takes seconds a rule).
+    progress = sys.stderr.isatty()
+    found = []
     try:
-        found = backtest(store, rules, args.start, args.end, args.step, overrides)
+        for i, rule in enumerate(rules):
+            if progress:
+                sys.stderr.write(f"\rbacktest: rule {i + 1}/{len(rules)} {rule.name:<40}")
+                sys.stderr.flush()
+            found.extend(backtest(store, [rule], args.start, args.end, args.step, overrides))
     finally:
+        if progress:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
         store.close()
+    found.sort(key=lambda e: (e.at, e.rule))
     if args.format == "json":
         for event in found:
             print(json.dumps(event.as_json()))
@@ -98,22 +174,23 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="alerts_command", required=True)
 
     q = sub.add_parser("list", help="the rules and their parameters (thresholds, windows) with defaults")
-    q.add_argument("--rule", action="append", help="only this rule (repeatable)")
+    q.add_argument("--rule", action="append", help="only this rule (repeatable); default all")
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser("backtest", help="evaluate the rules' own SQL at every step of a past range")
-    q.add_argument("--store", help="store URL (default $OTEL_LLMCOST_STORE or chdb://./.llmcost)")
+    q.add_argument("--store", help="store URL or directory (default $OTEL_LLMCOST_STORE, else ./.llmcost)")
     q.add_argument("--rule", action="append", help="only this rule (repeatable); default all")
     q.add_argument("--from", dest="start", type=parse_time, required=True, help="ISO 8601, or now-7d")
-    q.add_argument("--to", dest="end", type=parse_time, default=parse_time("now"), help="ISO 8601 (default now)")
-    q.add_argument("--step", type=parse_step, default=60, help="evaluation step, whole minutes (default 1m)")
+    q.add_argument("--to", dest="end", type=parse_time, default="now", help="ISO 8601, or now-1h")
+    q.add_argument("--step", type=parse_step, default="1m", help="evaluation step, whole minutes")
     q.add_argument("--set", action="append", metavar="RULE.PARAM=VALUE",
                    help="override a rule parameter (PARAM=VALUE: every rule that has it)")
-    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--format", choices=("table", "json"), default="table",
+                   help="json: one event per line, data only")
     q.set_defaults(func=cmd_backtest)
 
     q = sub.add_parser("provision", help="write the Grafana alert rules and dashboards generated from the SQL")
-    q.add_argument("--out", default="grafana", help="the grafana/ folder (default ./grafana)")
+    q.add_argument("--out", default="grafana", help="the grafana/ folder")
     q.set_defaults(func=cmd_provision)
 
 

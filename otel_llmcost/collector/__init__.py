@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..retention import apply_retention, parse_retention
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
 from . import normalize
 from .forward import Forwarder
@@ -51,6 +52,7 @@ class Options:
     keep_attributes: list[str] = field(default_factory=lambda: _env("OTEL_LLMCOST_KEEP_ATTRIBUTES", [], _globs))
     # The loader is stalled (health 503, spans refused) after this long with work and no progress.
     stall_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STALL_SECONDS", 60.0, float))
+    retention_days: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_RETENTION", None, parse_retention))
 
 
 def _globs(text: str) -> list[str]:
@@ -83,6 +85,7 @@ class Collector:
         if chdb_dir(self.store.url) is not None:
             os.chmod(chdb_dir(self.store.url), 0o700)  # the store holds who called what: owner-only
         self.store.migrate()
+        apply_retention(self.store, o.retention_days)
         self.pipeline = Pipeline(self.store, stats=self.stats)
         self.spool = Spool(o.spool_dir or default_spool_dir(self.store.url), max_bytes=o.spool_max_bytes)
         self.loader = Loader(self.pipeline, self.spool, batch_rows=o.batch_rows, batch_seconds=o.batch_seconds)

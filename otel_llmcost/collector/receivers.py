@@ -434,7 +434,7 @@ class Receivers:
             self.http.ssl_context = context
         self.http_port = self.http.server_address[1]
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                options=[("grpc.max_receive_message_length", max_bytes)])
+                                options=[("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)])
         TraceService(intake, auth_token).add_to_server(self.grpc)
         if tls_cert:
             with open(tls_cert, "rb") as f:
