@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections import abc
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import names
+from . import semconv
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
 
@@ -90,6 +92,11 @@ class Endpoint:
     operation: str
     read_response: Callable[[Any], dict[str, Any]]
     stream_reader: Callable[[], StreamReader] | None = None
+    # Why a stream's model stopped, from its last two events (`semconv.FINISH_REASONS`).
+    finish_reasons: Callable[[Any], list[str] | None] | None = None  # response -> `semconv.FINISH_REASONS`
+    stream_finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None = None
+    # The response as the conventions' output messages (captured only when the user opts in).
+    output_messages: Callable[[Any], list[dict[str, Any]]] | None = None
 
 
 class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
@@ -113,6 +120,9 @@ class Provider:
     stream_types: tuple[type, ...]
     async_stream_types: tuple[type, ...]
     raw_response_types: tuple[type, ...] = ()
+    server: Callable[[Any], dict[str, Any]] | None = None  # instance -> server.address and server.port
+    # body -> (input messages, system instructions) in the conventions' shape (only when the user opts in)
+    input_messages: Callable[[Mapping[str, Any]], tuple[list, list]] | None = None
 
 
 def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callable[..., Described | None]:
@@ -189,13 +199,18 @@ def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
-    __slots__ = ("span", "endpoint", "reader", "ended")
+    __slots__ = ("span", "endpoint", "reader", "ended", "telemetry", "request", "started", "content")
 
-    def __init__(self, span: trace.Span, endpoint: Endpoint) -> None:
+    def __init__(self, span: trace.Span, endpoint: Endpoint, telemetry: "Telemetry | None" = None,
+                 request: Mapping[str, Any] | None = None, started: int = 0) -> None:
         self.span = span
         self.endpoint = endpoint
         self.reader: StreamReader | None = None
         self.ended = False
+        self.telemetry = telemetry  # metrics and captured messages; None when neither is on
+        self.request = request  # the span's attributes at its start
+        self.started = started  # time.perf_counter_ns() at the start, for the metrics
+        self.content: dict[str, Any] | None = None  # input messages kept for the event
 
     def _stream_attributes(self) -> dict[str, Any] | None:
         try:
@@ -214,8 +229,11 @@ class _Call:
             attributes = self._stream_attributes()
             if attributes:
                 span.set_attributes(attributes)
-            span.set_attribute(names.ERROR_TYPE, type(exc).__qualname__)
+            error_type = type(exc).__qualname__
+            span.set_attribute(names.ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            if self.telemetry is not None:
+                self.telemetry.ended(self, attributes, error_type)
             span.end()
         except Exception:
             log_once("could not end the span of a failed call")
@@ -227,6 +245,8 @@ class _Call:
         try:
             if attributes:
                 self.span.set_attributes(attributes)
+            if self.telemetry is not None:
+                self.telemetry.ended(self, attributes, None)
             self.span.end()
         except Exception:
             log_once("could not end the span of a call")
@@ -235,6 +255,79 @@ class _Call:
         """Ends a streamed call with whatever usage its events carried."""
         if not self.ended:
             self.finish(self._stream_attributes())
+
+
+class Telemetry:
+    """What an instrumentor records beyond the span: the GenAI client metrics, and the messages as the
+    `gen_ai.client.inference.operation.details` event when the user opts in to that."""
+
+    __slots__ = ("settings", "metrics", "events")
+
+    def __init__(self, settings: semconv.Settings, metrics: Any = None, events: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics  # a `metrics.GenAIMetrics`, or None when metrics are off
+        self.events = events  # an OpenTelemetry `Logger`, or None unless messages go out as events
+
+    def ended(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
+        """Records a call that just ended (its span not ended yet: the event is emitted inside it)."""
+        metrics = self.metrics
+        if metrics is not None:
+            now = time.perf_counter_ns()
+            first = getattr(call.reader, "first_ns", None)
+            metrics.record(call.request or {}, attributes, (now - call.started) / 1e9,
+                           (first - call.started) / 1e9 if first else None, error_type)
+        if self.events is not None and call.content is not None:
+            self._event(call, attributes, error_type)
+
+    def _event(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
+        from opentelemetry._logs import LogRecord
+
+        event = {key: value for key, value in (call.request or {}).items() if key.startswith(("gen_ai.", "server."))}
+        event.pop(semconv.INPUT_MESSAGES, None)
+        event.pop(semconv.SYSTEM_INSTRUCTIONS, None)
+        for key in (names.RESPONSE_MODEL, names.RESPONSE_ID, semconv.FINISH_REASONS, names.INPUT_TOKENS,
+                    names.OUTPUT_TOKENS):
+            if attributes and key in attributes:
+                event[key] = attributes[key]
+        if error_type:
+            event[names.ERROR_TYPE] = error_type
+        event.update(call.content or {})
+        self.events.emit(LogRecord(event_name=semconv.OPERATION_DETAILS_EVENT, attributes=event,
+                                   context=trace.set_span_in_context(call.span)))
+
+
+class _Observed(StreamReader):
+    """A stream's reader, watched for the metrics and the conventions: when its first event came, and its last
+    two events, where the finish reasons are (OpenAI: the last content chunk, maybe before a usage chunk;
+    Anthropic: the `message_delta` before `message_stop`)."""
+
+    __slots__ = ("inner", "inner_read", "first_ns", "previous", "last", "finish_reasons")
+
+    def __init__(self, inner: StreamReader, finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None):
+        self.inner = inner
+        self.inner_read = inner.read
+        self.first_ns = 0
+        self.previous = self.last = None
+        self.finish_reasons = finish_reasons
+
+    def read(self, event: Any) -> None:
+        if not self.first_ns:
+            self.first_ns = time.perf_counter_ns()
+        self.previous = self.last
+        self.last = event
+        self.inner_read(event)
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = self.inner.attributes()
+        if self.finish_reasons is not None and self.last is not None:
+            try:
+                reasons = self.finish_reasons((self.previous, self.last))
+            except Exception:
+                log_once("could not read the finish reasons of a stream")
+                reasons = None
+            if reasons:
+                attributes[semconv.FINISH_REASONS] = reasons
+        return attributes
 
 
 class _Events:
@@ -387,9 +480,13 @@ except ImportError:  # another version of opentelemetry-api: its public function
 class RequestTracer:
     """Builds the wrappers of one provider's request methods around one tracer."""
 
-    def __init__(self, tracer: trace.Tracer, provider: Provider, *, fingerprint: bool | None = None) -> None:
+    def __init__(self, tracer: trace.Tracer, provider: Provider, *, fingerprint: bool | None = None,
+                 settings: semconv.Settings | None = None, telemetry: Telemetry | None = None) -> None:
         self.tracer = tracer
         self.provider = provider
+        self.settings = settings if settings is not None else semconv.Settings(metrics=False)
+        self.telemetry = telemetry  # None when neither metrics nor message events are on
+        self.capture = self.settings.content and provider.input_messages is not None
         self.defaults = attribution_defaults()
         self.fingerprint = env_flag("OTEL_LLMCOST_PREFIX_FINGERPRINT", True) if fingerprint is None else fingerprint
         # Called when a streaming raw response is first kept in `_unparsed`: the instrumentor then installs
@@ -444,12 +541,23 @@ class RequestTracer:
             if described is None:
                 return None
             attributes = self.request_attributes(described, provider.provider_name(instance), ctx)
+            server = provider.server
+            if server is not None:
+                attributes.update(server(instance))
+            content = self._input_content(described.body) if self.capture else None
+            if content and self.settings.content_on_span:
+                attributes.update(content)
             model = attributes.get(names.REQUEST_MODEL)
             operation = described.endpoint.operation
+            telemetry = self.telemetry
+            started = time.perf_counter_ns() if telemetry is not None else 0
             span = self.tracer.start_span(
                 f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
-            return _Call(span, described.endpoint), _call_context(ctx, span)
+            call = _Call(span, described.endpoint, telemetry, attributes, started)
+            if content is not None and self.settings.content_as_event:
+                call.content = content
+            return call, _call_context(ctx, span)
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
@@ -476,6 +584,45 @@ class RequestTracer:
                     attributes.update(prefix_fingerprint(parts))
         return attributes
 
+    def _input_content(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request's messages and system instructions as the conventions' JSON, cut to the size limit."""
+        try:
+            messages, system = self.provider.input_messages(body)  # type: ignore[misc]
+            limit = self.settings.content_max_length
+            content = {semconv.INPUT_MESSAGES: semconv.as_json(messages, limit)} if messages else {}
+            if system:
+                content[semconv.SYSTEM_INSTRUCTIONS] = semconv.as_json(system, limit)
+            return content
+        except Exception:
+            log_once("could not read the messages of a request")
+            return None
+
+    def read(self, call: _Call, response: Any) -> dict[str, Any]:
+        """The attributes of what a call returned: the provider's reading of it, the finish reasons and, when the
+        user opts in, the output messages."""
+        endpoint = call.endpoint
+        attributes = endpoint.read_response(response)
+        finish_reasons = endpoint.finish_reasons
+        if finish_reasons is not None:
+            try:
+                reasons = finish_reasons(response)
+                if reasons:
+                    attributes[semconv.FINISH_REASONS] = reasons
+            except Exception:
+                log_once("could not read the finish reasons of a response")
+        if self.capture and endpoint.output_messages is not None:
+            try:
+                messages = endpoint.output_messages(response)
+                if messages:
+                    text = semconv.as_json(messages, self.settings.content_max_length)
+                    if self.settings.content_on_span:
+                        attributes[semconv.OUTPUT_MESSAGES] = text
+                    if call.content is not None:
+                        call.content[semconv.OUTPUT_MESSAGES] = text
+            except Exception:
+                log_once("could not read the messages of a response")
+        return attributes
+
     def returned(self, call: _Call, result: Any) -> Any:
         """Reads what the call returned, or hooks the stream it returned; returns what the app gets. Never raises."""
         try:
@@ -487,7 +634,7 @@ class RequestTracer:
             if provider.raw_response_types and isinstance(result, provider.raw_response_types):
                 self._read_raw_response(call, result)
             else:
-                call.finish(call.endpoint.read_response(result))
+                call.finish(self.read(call, result))
         except Exception:
             log_once("could not read the response of an LLM call")
             call.finish(None)
@@ -503,7 +650,7 @@ class RequestTracer:
             _unparsed[raw] = (self, call)
             weakref.finalize(raw, call.finish_stream)
         elif "json" in http_response.headers.get("content-type", ""):
-            call.finish(call.endpoint.read_response(http_response.json()))
+            call.finish(self.read(call, http_response.json()))
         else:
             call.finish(None)
 
@@ -511,6 +658,8 @@ class RequestTracer:
         """Puts a reader between the stream and its events: same object, same semantics for the app."""
         factory = call.endpoint.stream_reader
         call.reader = factory() if factory is not None else None
+        if call.reader is not None and (call.telemetry is not None or call.endpoint.stream_finish_reasons is not None):
+            call.reader = _Observed(call.reader, call.endpoint.stream_finish_reasons)
         inner = getattr(stream, "_iterator", None)
         if inner is None:  # a plain generator: wrap it in one of ours
             return generator(events_type(stream, call))

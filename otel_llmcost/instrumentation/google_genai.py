@@ -15,6 +15,7 @@ import types
 from typing import Any, Collection, Mapping
 
 from .. import names
+from . import semconv
 from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
 from .instrumentor import SdkInstrumentor
 
@@ -73,7 +74,12 @@ class ChunkReader(StreamReader):
         return attributes
 
 
-GENERATE = Endpoint("generate_content", read_response, ChunkReader)
+def _stream_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
+    return semconv.google_finish_reasons(last_two[1])
+
+
+GENERATE = Endpoint("generate_content", read_response, ChunkReader, semconv.google_finish_reasons,
+                    _stream_finish_reasons, semconv.google_output)
 
 
 def describe(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described:
@@ -97,7 +103,7 @@ def prefix(kwargs: Mapping[str, Any]) -> list[Any]:
 
 
 def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {}
+    return semconv.google_request(kwargs)
 
 
 class GoogleGenAIInstrumentor(SdkInstrumentor):
@@ -123,4 +129,6 @@ class GoogleGenAIInstrumentor(SdkInstrumentor):
             prefix=prefix,
             stream_types=(types.GeneratorType,),
             async_stream_types=(types.AsyncGeneratorType,),
+            server=semconv.google_server,
+            input_messages=semconv.google_input,
         )
