@@ -136,6 +136,9 @@ def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callab
         body = options.json_data
         if type(body) is not dict and not isinstance(body, abc.Mapping):  # `type` first: `isinstance` of an ABC is slow
             body = {}
+        extra = options.extra_json  # `extra_body=`: sent in the body too (e.g. parameters an SDK version dropped)
+        if extra and type(extra) is dict:
+            body = {**body, **extra}
         return Described(endpoint, body, body.get("model"), bool(kwargs.get("stream") or body.get("stream")))
 
     return describe
@@ -269,15 +272,22 @@ class Telemetry:
         self.events = events  # an OpenTelemetry `Logger`, or None unless messages go out as events
 
     def ended(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
-        """Records a call that just ended (its span not ended yet: the event is emitted inside it)."""
+        """Records a call that just ended (its span not ended yet: the event is emitted inside it). Never raises:
+        the span must end whatever the metrics or logs SDK does."""
         metrics = self.metrics
         if metrics is not None:
-            now = time.perf_counter_ns()
-            first = getattr(call.reader, "first_ns", None)
-            metrics.record(call.request or {}, attributes, (now - call.started) / 1e9,
-                           (first - call.started) / 1e9 if first else None, error_type)
+            try:
+                now = time.perf_counter_ns()
+                first = getattr(call.reader, "first_ns", None)
+                metrics.record(call.request or {}, attributes, (now - call.started) / 1e9,
+                               (first - call.started) / 1e9 if first else None, error_type)
+            except Exception:
+                log_once("could not record the metrics of a call")
         if self.events is not None and call.content is not None:
-            self._event(call, attributes, error_type)
+            try:
+                self._event(call, attributes, error_type)
+            except Exception:
+                log_once("could not emit the messages of a call")
 
     def _event(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
         from opentelemetry._logs import LogRecord

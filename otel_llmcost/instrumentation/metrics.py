@@ -30,9 +30,9 @@ TOKEN_INPUT = _gen_ai.GenAiTokenTypeValues.INPUT.value
 TOKEN_OUTPUT = _gen_ai.GenAiTokenTypeValues.OUTPUT.value
 ERROR_TYPE = _error.ERROR_TYPE
 
-# The attributes a metric point takes from the span's (the others, e.g. usage counts, would explode cardinality).
-FROM_SPAN = (names.OPERATION, names.PROVIDER, names.REQUEST_MODEL, names.RESPONSE_MODEL, semconv.SERVER_ADDRESS,
-             semconv.SERVER_PORT)
+# The attributes a metric point takes from the span's: those the conventions give the metrics (error.type is the
+# call's outcome, added apart).
+FROM_SPAN = tuple(key for key in semconv.METRIC_ATTRIBUTES if key != ERROR_TYPE)
 
 
 def instrument_spec(create: Callable[[Any], Any]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv.attributes import server_attributes as _server
 
 MAX_TOKENS = _gen_ai.GEN_AI_REQUEST_MAX_TOKENS
@@ -555,3 +556,52 @@ def bounded(value: Any, max_length: int) -> Any:
 
 def as_json(value: Any, max_length: int) -> str:
     return json.dumps(bounded(value, max_length), ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+# -- requirement levels ----------------------------------------------------------------------------------
+#
+# The levels the GenAI conventions' pages give the attributes of an inference span, an embeddings span and the
+# client metrics (the conventions' Python package carries the names, not the levels). A conditionally required
+# attribute is required when its condition holds: an error (`error.type`), a request that says it (`seed`,
+# `choice.count` other than 1, an output format), a known model, a server address (`server.port`).
+REQUIRED, CONDITIONALLY_REQUIRED, RECOMMENDED, OPT_IN = "required", "conditionally_required", "recommended", "opt_in"
+
+_REQUEST_IDENTITY = {
+    _gen_ai.GEN_AI_OPERATION_NAME: REQUIRED,
+    _gen_ai.GEN_AI_PROVIDER_NAME: REQUIRED,
+    _gen_ai.GEN_AI_REQUEST_MODEL: CONDITIONALLY_REQUIRED,
+    _error.ERROR_TYPE: CONDITIONALLY_REQUIRED,
+    SERVER_PORT: CONDITIONALLY_REQUIRED,
+    SERVER_ADDRESS: RECOMMENDED,
+}
+INFERENCE_SPAN = {
+    **_REQUEST_IDENTITY,
+    CONVERSATION_ID: CONDITIONALLY_REQUIRED,
+    OUTPUT_TYPE: CONDITIONALLY_REQUIRED,
+    CHOICE_COUNT: CONDITIONALLY_REQUIRED,
+    SEED: CONDITIONALLY_REQUIRED,
+    FREQUENCY_PENALTY: RECOMMENDED,
+    MAX_TOKENS: RECOMMENDED,
+    PRESENCE_PENALTY: RECOMMENDED,
+    STOP_SEQUENCES: RECOMMENDED,
+    TEMPERATURE: RECOMMENDED,
+    TOP_K: RECOMMENDED,
+    TOP_P: RECOMMENDED,
+    FINISH_REASONS: RECOMMENDED,
+    _gen_ai.GEN_AI_RESPONSE_ID: RECOMMENDED,
+    _gen_ai.GEN_AI_RESPONSE_MODEL: RECOMMENDED,
+    _gen_ai.GEN_AI_USAGE_INPUT_TOKENS: RECOMMENDED,
+    _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS: RECOMMENDED,
+    INPUT_MESSAGES: OPT_IN,
+    OUTPUT_MESSAGES: OPT_IN,
+    SYSTEM_INSTRUCTIONS: OPT_IN,
+}
+EMBEDDINGS_SPAN = {
+    **_REQUEST_IDENTITY,
+    DIMENSION_COUNT: RECOMMENDED,
+    ENCODING_FORMATS: RECOMMENDED,
+    _gen_ai.GEN_AI_USAGE_INPUT_TOKENS: RECOMMENDED,
+}
+# The client metrics' attributes (`gen_ai.client.token.usage` also requires `gen_ai.token.type` and never carries
+# `error.type`).
+METRIC_ATTRIBUTES = {**_REQUEST_IDENTITY, _gen_ai.GEN_AI_RESPONSE_MODEL: RECOMMENDED}
