@@ -98,10 +98,13 @@ def _number(value: Any) -> bool:
     return type(value) in (int, float)
 
 
-# (body key, attribute) of the numeric parameters each API spells its own way.
-_OPENAI_NUMBERS = (("temperature", TEMPERATURE), ("top_p", TOP_P), ("frequency_penalty", FREQUENCY_PENALTY),
-                   ("presence_penalty", PRESENCE_PENALTY))
-_OPENAI_MAX_TOKENS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+# OpenAI request keys -> the conventions' attribute, for the numeric parameters (`seed`, `n` and the token limits
+# must be integers; the first token limit the body names wins, as the API reads them).
+_OPENAI_NUMBERS = {"temperature": TEMPERATURE, "top_p": TOP_P, "frequency_penalty": FREQUENCY_PENALTY,
+                   "presence_penalty": PRESENCE_PENALTY, "max_completion_tokens": MAX_TOKENS, "max_tokens": MAX_TOKENS,
+                   "max_output_tokens": MAX_TOKENS, "seed": SEED, "n": CHOICE_COUNT, "dimensions": DIMENSION_COUNT}
+_INTEGERS = frozenset((MAX_TOKENS, SEED, CHOICE_COUNT, DIMENSION_COUNT))
+_OPENAI_OTHERS = frozenset(("stop", "response_format", "text", "encoding_format", "conversation"))
 _JSON_FORMATS = ("json_object", "json_schema")
 
 
@@ -122,50 +125,44 @@ def _output_type_of_format(kind: Any) -> str | None:
 
 
 def openai_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Chat completions, legacy completions, Responses API and embeddings request bodies."""
+    """Chat completions, legacy completions, Responses API and embeddings request bodies. One pass over the
+    body's keys (a handful): read on every call."""
     attributes: dict[str, Any] = {}
-    get = body.get
-    for key, name in _OPENAI_NUMBERS:
-        value = get(key)
-        if value is not None and _number(value):
-            attributes[name] = value
-    for key in _OPENAI_MAX_TOKENS:
-        value = get(key)
-        if type(value) is int:
-            attributes[MAX_TOKENS] = value
-            break
-    value = get("stop")
-    if value is not None:
+    numbers = _OPENAI_NUMBERS
+    for key, value in body.items():
+        name = numbers.get(key)
+        if name is not None:
+            kind = type(value)
+            if kind is int or (kind is float and name not in _INTEGERS):
+                if name is CHOICE_COUNT and value == 1:
+                    continue
+                if name not in attributes:
+                    attributes[name] = value
+        elif key in _OPENAI_OTHERS and value is not None:
+            _openai_other(key, value, attributes)
+    return attributes
+
+
+def _openai_other(key: str, value: Any, attributes: dict[str, Any]) -> None:
+    if key == "stop":
         stop = _stop(value)
         if stop:
             attributes[STOP_SEQUENCES] = stop
-    value = get("seed")
-    if type(value) is int:
-        attributes[SEED] = value
-    value = get("n")
-    if type(value) is int and value != 1:
-        attributes[CHOICE_COUNT] = value
-    value = get("response_format")  # chat completions
-    if value is None:
-        value = get("text")  # Responses API: {"format": {"type": ...}}
+    elif key == "encoding_format":  # embeddings
+        if isinstance(value, str):
+            attributes[ENCODING_FORMATS] = [value]
+    elif key == "conversation":  # Responses API: an id, or {"id": ...}
         if type(value) is dict:
-            value = value.get("format")
-    if type(value) is dict:
-        output_type = _output_type_of_format(value.get("type"))
-        if output_type:
-            attributes[OUTPUT_TYPE] = output_type
-    value = get("encoding_format")  # embeddings
-    if isinstance(value, str):
-        attributes[ENCODING_FORMATS] = [value]
-    value = get("dimensions")
-    if type(value) is int:
-        attributes[DIMENSION_COUNT] = value
-    value = get("conversation")  # Responses API: an id, or {"id": ...}
-    if type(value) is dict:
-        value = value.get("id")
-    if isinstance(value, str) and value:
-        attributes[CONVERSATION_ID] = value
-    return attributes
+            value = value.get("id")
+        if isinstance(value, str) and value:
+            attributes[CONVERSATION_ID] = value
+    else:  # chat completions' `response_format`, the Responses API's `text: {"format": {...}}`
+        if key == "text":
+            value = value.get("format") if type(value) is dict else None
+        if type(value) is dict:
+            output_type = _output_type_of_format(value.get("type"))
+            if output_type:
+                attributes[OUTPUT_TYPE] = output_type
 
 
 def anthropic_request(body: Mapping[str, Any]) -> dict[str, Any]:
