@@ -388,3 +388,89 @@ def test_old_and_new_names_price_alike_through_a_real_collector(collector):
                 row["cache_write_tokens"], row["price_status"]) == \
             ("anthropic", usage["input"], usage["output"], usage["cache_read"], usage["cache_write"], "priced"), span.name
         assert row["cost_usd"] == expected.total_price, span.name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tool calls the SDK makes itself (google-genai's automatic function calling)
+# ----------------------------------------------------------------------------------------------------------
+
+def gemini_answer(parts: list[dict], finish: str = "STOP") -> dict:
+    """A generateContent interaction in the Gemini API's documented response shape."""
+    body = {"candidates": [{"content": {"parts": parts, "role": "model"}, "index": 0, "finishReason": finish}],
+            "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 8, "totalTokenCount": 48},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-tool"}
+    return {"request": {"method": "POST",
+                        "uri": "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+                        "body": {}},
+            "response": {"status": 200, "headers": {"content-type": ["application/json; charset=UTF-8"]},
+                         "body": json.dumps(body)}}
+
+
+@pytest.mark.parametrize("content", [False, True])
+@pytest.mark.parametrize("fails", [False, True])
+def test_google_genai_tool_calls_make_execute_tool_spans(content, fails, tracing, spans, monkeypatch):
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    from otel_llmcost.instrumentation.google_genai import GoogleGenAIInstrumentor
+
+    if content:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    else:
+        monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    ran = []
+
+    def get_weather(city: str) -> str:
+        """The weather in a city.
+
+        Longer description."""
+        ran.append(city)
+        if fails:
+            raise ValueError("no forecast")
+        return f"sunny in {city}"
+
+    recording = {"interactions": [
+        gemini_answer([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]),
+        gemini_answer([{"text": "It is sunny in Paris."}]),
+    ]}
+    GoogleGenAIInstrumentor().instrument(tracer_provider=tracing[0])
+    try:
+        with replay.ReplayServer(recording) as server:
+            client = genai.Client(api_key="test", http_options=types.HttpOptions(base_url=server.url,
+                                                                                 api_version="v1beta"))
+            result = client.models.generate_content(model="gemini-2.5-flash", contents="Weather in Paris?",
+                                                    config=types.GenerateContentConfig(tools=[get_weather]))
+            assert server.unmatched == [] and server.remaining() == []
+    finally:
+        GoogleGenAIInstrumentor().uninstrument()
+    assert ran == ["Paris"] and result.text == "It is sunny in Paris."
+    finished = spans.get_finished_spans()
+    tools = [s for s in finished if s.attributes.get(names.OPERATION) == "execute_tool"]
+    calls = [s for s in finished if s.attributes.get(names.OPERATION) == "generate_content"]
+    assert len(tools) == 1 and len(calls) == 2
+    (tool,) = tools
+    assert tool.name == "execute_tool get_weather"
+    # between the model call that asked for it and the one given its result
+    assert calls[0].end_time <= tool.start_time <= tool.end_time <= calls[1].start_time
+    for key, level in semconv.TOOL_SPAN.items():
+        assert CONVENTION_NAMES.get(key, "missing") is None, key
+        if level == semconv.REQUIRED:
+            assert key in tool.attributes
+    for key in tool.attributes:
+        assert CONVENTION_NAMES.get(key, "missing") is None, key
+    assert tool.attributes[semconv.TOOL_NAME] == "get_weather"
+    assert tool.attributes[semconv.TOOL_TYPE] == "function"
+    assert tool.attributes[semconv.TOOL_DESCRIPTION] == "The weather in a city."
+    assert (names.ERROR_TYPE in tool.attributes) is fails
+    assert (tool.status.status_code is StatusCode.ERROR) is fails
+    if content:
+        assert json.loads(tool.attributes[semconv.TOOL_CALL_ARGUMENTS]) == {"city": "Paris"}
+        if not fails:
+            assert json.loads(tool.attributes[semconv.TOOL_CALL_RESULT]) == "sunny in Paris"
+    else:
+        assert semconv.TOOL_CALL_ARGUMENTS not in tool.attributes and semconv.TOOL_CALL_RESULT not in tool.attributes
+    # the tool span is not an LLM call for the collector
+    from otel_llmcost.collector import normalize
+
+    facts = normalize.facts_of(dict(tool.attributes))
+    assert not normalize.is_llm_call(*facts[:3])

@@ -675,3 +675,72 @@ class RequestTracer:
             return generator(events_type(stream, call))
         stream._iterator = events_type(inner, call)
         return stream
+
+
+class ToolTracer:
+    """Spans of the tool calls an SDK makes itself (google-genai's automatic function calling runs the app's
+    Python functions between two model calls): `execute_tool {name}`, as the conventions' tool-execution span.
+    Wraps the SDK's `invoke(args, function)`; the arguments and result are recorded only when the user opts in
+    to message content on spans."""
+
+    def __init__(self, tracer: trace.Tracer, settings: semconv.Settings) -> None:
+        self.tracer = tracer
+        self.settings = settings
+
+    def _start(self, args: tuple, kwargs: dict) -> trace.Span | None:
+        try:
+            ctx = context.get_current()
+            if not _enabled(ctx):
+                return None
+            call_args = args[0] if args else kwargs.get("args")
+            function = args[1] if len(args) > 1 else kwargs.get("function_to_invoke")
+            name = getattr(function, "__name__", None) or type(function).__name__
+            attributes: dict[str, Any] = {names.OPERATION: semconv.EXECUTE_TOOL, semconv.TOOL_NAME: name,
+                                          semconv.TOOL_TYPE: "function"}
+            description = (getattr(function, "__doc__", None) or "").strip()
+            if description:
+                attributes[semconv.TOOL_DESCRIPTION] = description.splitlines()[0][:200]
+            if self.settings.content_on_span and call_args is not None:
+                attributes[semconv.TOOL_CALL_ARGUMENTS] = semconv.as_json(call_args, self.settings.content_max_length)
+            return self.tracer.start_span(f"{semconv.EXECUTE_TOOL} {name}", context=ctx, kind=SpanKind.INTERNAL,
+                                          attributes=attributes)
+        except Exception:
+            log_once("could not start the span of a tool call")
+            return None
+
+    def _end(self, span: trace.Span, result: Any = None, exc: BaseException | None = None) -> None:
+        try:
+            if exc is not None:
+                span.set_attribute(names.ERROR_TYPE, type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            elif self.settings.content_on_span:
+                span.set_attribute(semconv.TOOL_CALL_RESULT, semconv.as_json(result, self.settings.content_max_length))
+            span.end()
+        except Exception:
+            log_once("could not end the span of a tool call")
+
+    def sync_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        span = self._start(args, kwargs)
+        if span is None:
+            return wrapped(*args, **kwargs)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._end(span, exc=exc)
+            raise
+        self._end(span, result)
+        return result
+
+    async def async_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        span = self._start(args, kwargs)
+        if span is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._end(span, exc=exc)
+            raise
+        self._end(span, result)
+        return result

@@ -16,7 +16,7 @@ from typing import Any, Collection, Mapping
 
 from .. import names
 from . import semconv
-from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
+from .core import Described, Endpoint, Provider, StreamReader, ToolTracer, field, positive_int
 from .instrumentor import SdkInstrumentor
 
 
@@ -118,8 +118,19 @@ class GoogleGenAIInstrumentor(SdkInstrumentor):
         ("google.genai.models", "AsyncModels._generate_content_stream"),
     )
 
+    # The functions that run the app's own tools during automatic function calling.
+    tool_invocations = (
+        ("google.genai._extra_utils", "invoke_function_from_dict_args", False),
+        ("google.genai._extra_utils", "invoke_function_from_dict_args_async", True),
+    )
+
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("google-genai >= 1.0",)
+
+    def _instrument_more(self) -> None:
+        tools = ToolTracer(self._tracer, self._request_tracer.settings)
+        for module, name, is_async in self.tool_invocations:
+            self._wrap((module, name), tools.async_wrapper if is_async else tools.sync_wrapper)
 
     def provider(self, **kwargs: Any) -> Provider:
         return Provider(
