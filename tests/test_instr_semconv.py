@@ -474,3 +474,38 @@ def test_google_genai_tool_calls_make_execute_tool_spans(content, fails, tracing
 
     facts = normalize.facts_of(dict(tool.attributes))
     assert not normalize.is_llm_call(*facts[:3])
+
+
+def streamed_text(interaction: dict) -> str:
+    """The answer's text as the recorded stream's raw events carry it."""
+    text = []
+    for event in response_events(interaction):
+        for choice in event.get("choices") or ():
+            text.append((choice.get("delta") or {}).get("content") or "")
+        if event.get("type") == "content_block_delta":
+            text.append(event["delta"].get("text") or "")
+    return "".join(text)
+
+
+@pytest.mark.parametrize("recording, sdk, call", [
+    ("openai/test_chat/test_chat_streaming", "openai", lambda c: c.chat.completions.create),
+    ("anthropic/test_messages/test_anthropic_message_streaming_legacy", "anthropic", lambda c: c.messages.create),
+    ("openai/test_responses/test_responses_streaming", "openai", lambda c: c.responses.create),
+])
+def test_streamed_output_messages_when_opted_in(recording, sdk, call, tracing, monkeypatch):
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+    with instrumented(tracing, monkeypatch, env) as exporter:
+        calls = replay_case(recording, sdk, call, {})
+    for span, (interaction, request, items, _) in zip(exporter.get_finished_spans(), calls):
+        assert request["stream"] and isinstance(items, list) and items
+        (message,) = json.loads(span.attributes[semconv.OUTPUT_MESSAGES])
+        assert message["role"] == "assistant"
+        assert message["finish_reason"] == list(span.attributes[semconv.FINISH_REASONS])[0]
+        text = "".join(part["content"] for part in message["parts"] if part["type"] == "text")
+        if sdk == "anthropic" or "choices" in (response_events(interaction) or [{}])[0]:
+            assert text == streamed_text(interaction)
+        else:  # the Responses API: the completed response's output text
+            completed = [e for e in response_events(interaction) if e.get("type") == "response.completed"][-1]
+            assert text == "".join(c["text"] for item in completed["response"]["output"] if item["type"] == "message"
+                                   for c in item["content"] if c["type"] == "output_text")
+        assert text

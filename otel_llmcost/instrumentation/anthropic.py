@@ -151,9 +151,15 @@ def _stream_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
     return None
 
 
+def _event_text(event: Any) -> str | None:
+    if field(event, "type") == "content_block_delta":
+        return field(field(event, "delta"), "text")
+    return None
+
+
 ENDPOINTS = {
     "/v1/messages": Endpoint("chat", read_message, MessageEventReader, semconv.anthropic_finish_reasons,
-                             _stream_finish_reasons, semconv.anthropic_output),
+                             _stream_finish_reasons, semconv.anthropic_output, _event_text),
     "/v1/complete": Endpoint("text_completion", read_message, None, semconv.anthropic_finish_reasons),
 }
 

@@ -97,6 +97,8 @@ class Endpoint:
     stream_finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None = None
     # The response as the conventions' output messages (captured only when the user opts in).
     output_messages: Callable[[Any], list[dict[str, Any]]] | None = None
+    # The text a stream's event adds to the output (read only when the user opts in to message content).
+    stream_text: Callable[[Any], str | None] | None = None
 
 
 class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
@@ -311,33 +313,69 @@ class _Observed(StreamReader):
     two events, where the finish reasons are (OpenAI: the last content chunk, maybe before a usage chunk;
     Anthropic: the `message_delta` before `message_stop`)."""
 
-    __slots__ = ("inner", "inner_read", "first_ns", "previous", "last", "finish_reasons")
+    __slots__ = ("inner", "inner_read", "first_ns", "previous", "last", "finish_reasons", "output", "texts")
 
-    def __init__(self, inner: StreamReader, finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None):
+    def __init__(self, inner: StreamReader, finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None,
+                 output: "_StreamOutput | None" = None):
         self.inner = inner
         self.inner_read = inner.read
         self.first_ns = 0
         self.previous = self.last = None
         self.finish_reasons = finish_reasons
+        self.output = output  # only when the user opts in to message content
+        self.texts: list[str] = []
 
     def read(self, event: Any) -> None:
         if not self.first_ns:
             self.first_ns = time.perf_counter_ns()
         self.previous = self.last
         self.last = event
+        if self.output is not None:
+            text = self.output.text_of(event)
+            if text:
+                self.texts.append(text)
         self.inner_read(event)
 
     def attributes(self) -> dict[str, Any]:
         attributes = self.inner.attributes()
+        reasons = None
         if self.finish_reasons is not None and self.last is not None:
             try:
                 reasons = self.finish_reasons((self.previous, self.last))
             except Exception:
                 log_once("could not read the finish reasons of a stream")
-                reasons = None
             if reasons:
                 attributes[semconv.FINISH_REASONS] = reasons
+        if self.output is not None:
+            self.output.add(attributes, self.texts, reasons, self.last)
         return attributes
+
+
+class _StreamOutput:
+    """The output messages of a streamed call, for a user who opted in to message content: the text its events
+    carried (or, for a stream whose last event holds the whole response, that response's messages)."""
+
+    __slots__ = ("text_of", "endpoint", "call", "tracer")
+
+    def __init__(self, endpoint: Endpoint, call: "_Call", tracer: "RequestTracer") -> None:
+        self.text_of = endpoint.stream_text
+        self.endpoint = endpoint
+        self.call = call
+        self.tracer = tracer
+
+    def add(self, attributes: dict[str, Any], texts: list[str], reasons: list[str] | None, last: Any) -> None:
+        try:
+            if texts:
+                messages = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(texts)}],
+                             "finish_reason": reasons[0] if reasons else ""}]
+            else:
+                response = field(last, "response")
+                output = self.endpoint.output_messages
+                messages = output(response) if response is not None and output is not None else []
+            if messages:
+                self.tracer.add_output(self.call, attributes, messages)
+        except Exception:
+            log_once("could not read the messages of a stream")
 
 
 class _Events:
@@ -624,14 +662,18 @@ class RequestTracer:
             try:
                 messages = endpoint.output_messages(response)
                 if messages:
-                    text = semconv.as_json(messages, self.settings.content_max_length)
-                    if self.settings.content_on_span:
-                        attributes[semconv.OUTPUT_MESSAGES] = text
-                    if call.content is not None:
-                        call.content[semconv.OUTPUT_MESSAGES] = text
+                    self.add_output(call, attributes, messages)
             except Exception:
                 log_once("could not read the messages of a response")
         return attributes
+
+    def add_output(self, call: _Call, attributes: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        """The output messages on the span's attributes and/or in the event, as the settings say."""
+        text = semconv.as_json(messages, self.settings.content_max_length)
+        if self.settings.content_on_span:
+            attributes[semconv.OUTPUT_MESSAGES] = text
+        if call.content is not None:
+            call.content[semconv.OUTPUT_MESSAGES] = text
 
     def returned(self, call: _Call, result: Any) -> Any:
         """Reads what the call returned, or hooks the stream it returned; returns what the app gets. Never raises."""
@@ -668,8 +710,11 @@ class RequestTracer:
         """Puts a reader between the stream and its events: same object, same semantics for the app."""
         factory = call.endpoint.stream_reader
         call.reader = factory() if factory is not None else None
-        if call.reader is not None and (call.telemetry is not None or call.endpoint.stream_finish_reasons is not None):
-            call.reader = _Observed(call.reader, call.endpoint.stream_finish_reasons)
+        endpoint = call.endpoint
+        if call.reader is not None and (call.telemetry is not None or endpoint.stream_finish_reasons is not None
+                                        or self.capture):
+            output = _StreamOutput(endpoint, call, self) if self.capture and endpoint.stream_text is not None else None
+            call.reader = _Observed(call.reader, endpoint.stream_finish_reasons, output)
         inner = getattr(stream, "_iterator", None)
         if inner is None:  # a plain generator: wrap it in one of ours
             return generator(events_type(stream, call))

@@ -78,8 +78,15 @@ def _stream_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
     return semconv.google_finish_reasons(last_two[1])
 
 
+def _chunk_text(chunk: Any) -> str | None:
+    """The answer's text in a chunk (its first candidate's text parts, thoughts left out)."""
+    candidates = field(chunk, "candidates")
+    parts = field(field(candidates[0], "content"), "parts") if candidates else None
+    return "".join(t for t in (field(p, "text") for p in parts or () if not field(p, "thought")) if t) or None
+
+
 GENERATE = Endpoint("generate_content", read_response, ChunkReader, semconv.google_finish_reasons,
-                    _stream_finish_reasons, semconv.google_output)
+                    _stream_finish_reasons, semconv.google_output, _chunk_text)
 
 
 def describe(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described:

@@ -236,13 +236,26 @@ def _response_event_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | Non
     return semconv.openai_finish_reasons(field(last_two[1], "response"))
 
 
+def _chunk_text(chunk: Any) -> str | None:
+    """The text a chat (`delta.content`) or legacy completion (`text`) chunk adds to its first choice."""
+    choices = field(chunk, "choices")
+    if not choices:
+        return None
+    delta = field(choices[0], "delta")
+    return field(delta, "content") if delta is not None else field(choices[0], "text")
+
+
+def _no_text(event: Any) -> None:  # Responses API streams: the last event holds the whole response
+    return None
+
+
 ENDPOINTS = {
     "/chat/completions": Endpoint("chat", read_response, ChunkReader, semconv.openai_finish_reasons,
-                                  _chunk_finish_reasons, semconv.openai_output),
+                                  _chunk_finish_reasons, semconv.openai_output, _chunk_text),
     "/responses": Endpoint("chat", read_response, ResponseEventReader, semconv.openai_finish_reasons,
-                           _response_event_finish_reasons, semconv.openai_output),
+                           _response_event_finish_reasons, semconv.openai_output, _no_text),
     "/completions": Endpoint("text_completion", read_response, ChunkReader, semconv.openai_finish_reasons,
-                             _chunk_finish_reasons, semconv.openai_output),
+                             _chunk_finish_reasons, semconv.openai_output, _chunk_text),
     "/embeddings": Endpoint("embeddings", read_response),
 }
 
