@@ -389,7 +389,7 @@ def stream_event_cost(n: int) -> dict:
     from opentelemetry.trace import INVALID_SPAN
 
     from otel_llmcost.instrumentation import anthropic as ours_anthropic, openai as ours_openai
-    from otel_llmcost.instrumentation.core import _Call, _Events
+    from otel_llmcost.instrumentation.core import _Call, _Events, _Observed
 
     oai, ant = make_clients(100)
     events = {
@@ -404,9 +404,9 @@ def stream_event_cost(n: int) -> dict:
     for key, (stream, endpoint) in events.items():
         passes = max(n * 10 // len(stream), 10)
 
-        def wrapped():
+        def wrapped():  # the reader as the request wrapper sets it up: watched for the finish reasons
             call = _Call(INVALID_SPAN, endpoint)
-            call.reader = endpoint.stream_reader()
+            call.reader = _Observed(endpoint.stream_reader(), endpoint.stream_finish_reasons)
             for _ in _Events(iter(stream), call):
                 pass
 
