@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; 1 with --quick)")
     parser.add_argument("--write", action="store_true", help="update the tables in BENCHMARKS.md")
     parser.add_argument("--no-peers", action="store_true", help="instrumentation: skip the peers' venvs")
+    parser.add_argument("--peers", default=None, help="instrumentation: only these peers (comma-separated)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
     names = BENCHES if args.bench == "all" else (args.bench,)
@@ -47,12 +48,14 @@ def main() -> None:
         module = importlib.import_module(f"bench.{name}")
         kwargs = {"rounds": rounds, "quick": args.quick}
         if name == "instrumentation":
-            kwargs["peers"] = not args.no_peers
+            kwargs["peers"] = False if args.no_peers else args.peers.split(",") if args.peers else True
         body = module.run(**kwargs)
         took = time.monotonic() - t0
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         body = (f"_`python -m bench {name}{' --quick' if args.quick else ''}"
-                f"{f' --rounds {args.rounds}' if args.rounds else ''}`, {stamp}, took {took:.0f} s._\n\n{body}")
+                f"{f' --rounds {args.rounds}' if args.rounds else ''}"
+                f"{f' --peers {args.peers}' if args.peers and name == 'instrumentation' else ''}`, {stamp}, "
+                f"took {took:.0f} s._\n\n{body}")
         print(f"\n## {name}\n\n{body}\n", flush=True)
         if args.write:
             write_section(name, body)

@@ -4,7 +4,9 @@
 
 Prints one JSON line: microseconds per call of each scenario (median of 3 timed loops after a warm-up).
 Standard library, the SDKs and OpenTelemetry only: it runs in the peers' venvs, where otel_llmcost is absent.
-VARIANT: bare, ours, native (anthropic's own spans), contrib, openllmetry, openlit.
+VARIANT: bare, ours, native (anthropic's own spans), contrib, openllmetry, openlit; ours_metrics and contrib_metrics
+(a global meter provider set, as `opentelemetry-instrument` sets one, so the GenAI client metrics are recorded),
+ours_no_metrics (the same meter provider, our metrics switched off with OTEL_LLMCOST_METRICS=false).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ warnings.filterwarnings("ignore")
 VARIANT = sys.argv[1] if __name__ == "__main__" else ""
 # Every variant but `native` (and `ours`, which suppresses the SDK's span inside its own) runs with the
 # Anthropic SDK's own tracing off, so that a row measures one instrumentation. Must be set before the SDK reads it.
-if VARIANT and VARIANT not in ("native", "ours"):
+if VARIANT and VARIANT not in ("native", "ours", "ours_metrics", "ours_no_metrics"):
     os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"
+if VARIANT == "ours_no_metrics":
+    os.environ["OTEL_LLMCOST_METRICS"] = "false"
 os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
 os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
 
@@ -117,6 +121,9 @@ def setup_tracing(variant: str):
         openlit.init(disable_metrics=True, disable_events=True, collect_gpu_stats=False, pricing_json=pricing)
         return provider, Discard
     trace.set_tracer_provider(provider)  # what opentelemetry-instrument does; anthropic's native spans use it
+    if variant.endswith("metrics"):
+        set_meter_provider()
+        variant = variant.rsplit("_", 1)[0].removesuffix("_no")
     if variant == "ours":
         from otel_llmcost.instrumentation.anthropic import AnthropicInstrumentor
         from otel_llmcost.instrumentation.openai import OpenAIInstrumentor
@@ -136,6 +143,18 @@ def setup_tracing(variant: str):
     elif variant != "native":
         raise SystemExit(f"unknown variant {variant}")
     return provider, Discard
+
+
+def set_meter_provider():
+    """A global SDK meter provider, as `opentelemetry-instrument` sets one: its reader aggregates every point
+    recorded (the periodic export of a real reader is a few times a minute, not per call)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    metrics.set_meter_provider(provider)
+    return provider
 
 
 def make_clients(chunks: int):
@@ -216,6 +235,7 @@ def floor(n: int) -> dict:
         "floor_0": time_per_call(lambda: tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT).end(), n * 10),
     }
     out.update(own_call_cost(tracer, n))
+    out.update(telemetry_cost(tracer, n))
     provider.force_flush()
     out.update(stream_event_cost(n))
     return out
@@ -255,20 +275,7 @@ def own_call_cost(tracer, n: int) -> dict:
         ("own_anthropic_messages", anthropic._base_client, AnthropicInstrumentor,
          lambda: ant.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:])),
     ):
-        request = base_client.SyncAPIClient.request
-        captured = []
-
-        def capture(self, *args, **kwargs):
-            result = request(self, *args, **kwargs)
-            captured.append((self, args, kwargs, result))
-            return result
-
-        base_client.SyncAPIClient.request = capture
-        try:
-            call()
-        finally:
-            base_client.SyncAPIClient.request = request
-        instance, args, kwargs, result = captured[0]
+        instance, args, kwargs, result = captured_request(base_client, call)
 
         def returns(*args, **kwargs):
             return result
@@ -297,13 +304,92 @@ def own_call_cost(tracer, n: int) -> dict:
     return out
 
 
+def captured_request(base_client, call):
+    """(client, args, kwargs, what it returned) of the SDK's `request` method for one real call."""
+    request = base_client.SyncAPIClient.request
+    captured = []
+
+    def capture(self, *args, **kwargs):
+        result = request(self, *args, **kwargs)
+        captured.append((self, args, kwargs, result))
+        return result
+
+    base_client.SyncAPIClient.request = capture
+    try:
+        call()
+    finally:
+        base_client.SyncAPIClient.request = request
+    return captured[0]
+
+
+def telemetry_cost(tracer, n: int) -> dict:
+    """What the conventions' attributes and the GenAI metrics add per call, each alone, through the real tracer
+    (a BatchSpanProcessor: the span's price for the extra attributes counts): our request wrapper around a
+    function returning a real call's parsed response, with and without them, alternated 7 times.
+
+    - `semconv_*`: the full wrapper against one whose provider reads none of the added attributes (no request
+      parameters, no server, no finish reasons), the request carrying typical parameters (temperature, top_p,
+      max_tokens, stop, seed); metrics off in both;
+    - `metrics_*`: the full wrapper with the metrics recorded into a real SDK meter provider against the same
+      wrapper with metrics off."""
+    import dataclasses
+
+    import anthropic._base_client
+    import openai._base_client
+
+    from otel_llmcost.instrumentation import semconv
+    from otel_llmcost.instrumentation.anthropic import AnthropicInstrumentor
+    from otel_llmcost.instrumentation.core import RequestTracer, Telemetry
+    from otel_llmcost.instrumentation.metrics import GenAIMetrics
+    from otel_llmcost.instrumentation.openai import OpenAIInstrumentor
+
+    meter = set_meter_provider().get_meter("bench")
+    oai, ant = make_clients(2)
+    params = {"temperature": 0.2, "top_p": 0.9, "stop": ["END"], "seed": 1}
+    out = {}
+    for key, base_client, instrumentor, call in (
+        ("openai_chat", openai._base_client, OpenAIInstrumentor,
+         lambda: oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=256, **params)),
+        ("anthropic_messages", anthropic._base_client, AnthropicInstrumentor,
+         lambda: ant.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:],
+                                     stop_sequences=["END"], extra_body={"temperature": 0.2, "top_p": 0.9})),
+    ):
+        instance, args, kwargs, result = captured_request(base_client, call)
+        provider = instrumentor().provider()
+        described = provider.describe(None, instance, args, kwargs)
+        plain_endpoint = dataclasses.replace(described.endpoint, finish_reasons=None, stream_finish_reasons=None,
+                                             output_messages=None)
+        plain = dataclasses.replace(provider, describe=lambda *a, d=described._replace(endpoint=plain_endpoint): d,
+                                    request_attributes=lambda body: {}, server=None)
+        full = dataclasses.replace(provider, describe=lambda *a, d=described: d)
+
+        def returns(*args, **kwargs):
+            return result
+
+        def looped(request_tracer):
+            wrapper = request_tracer.sync_wrapper
+            return lambda: wrapper(returns, instance, args, kwargs)
+
+        off = semconv.Settings(metrics=False)
+        with_attributes = looped(RequestTracer(tracer, full, settings=off))
+        without = looped(RequestTracer(tracer, plain, settings=off))
+        with_metrics = looped(RequestTracer(tracer, full, settings=semconv.Settings(),
+                                            telemetry=Telemetry(semconv.Settings(), GenAIMetrics(meter))))
+        out["semconv_" + key] = statistics.median(
+            time_per_call(with_attributes, n * 5, loops=1) - time_per_call(without, n * 5, loops=1) for _ in range(7))
+        out["metrics_" + key] = statistics.median(
+            time_per_call(with_metrics, n * 5, loops=1) - time_per_call(with_attributes, n * 5, loops=1)
+            for _ in range(7))
+    return out
+
+
 def stream_event_cost(n: int) -> dict:
     """Our stream wrapper alone, per event: the events of a real stream (parsed by the SDK, bare) iterated
     through the wrapper and its reader, against the same events iterated bare; one span ended per pass."""
     from opentelemetry.trace import INVALID_SPAN
 
     from otel_llmcost.instrumentation import anthropic as ours_anthropic, openai as ours_openai
-    from otel_llmcost.instrumentation.core import _Call, _Events
+    from otel_llmcost.instrumentation.core import _Call, _Events, _Observed
 
     oai, ant = make_clients(100)
     events = {
@@ -318,9 +404,9 @@ def stream_event_cost(n: int) -> dict:
     for key, (stream, endpoint) in events.items():
         passes = max(n * 10 // len(stream), 10)
 
-        def wrapped():
+        def wrapped():  # the reader as the request wrapper sets it up: watched for the finish reasons
             call = _Call(INVALID_SPAN, endpoint)
-            call.reader = endpoint.stream_reader()
+            call.reader = _Observed(endpoint.stream_reader(), endpoint.stream_finish_reasons)
             for _ in _Events(iter(stream), call):
                 pass
 

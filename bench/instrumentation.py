@@ -25,30 +25,44 @@ SCENARIOS = [  # (column, plain key, stream?)
 ]
 LABELS = {
     "ours": "**otel-llmcost (ours)**",
+    "ours_metrics": "**ours, GenAI metrics recorded**",
+    "ours_no_metrics": "**ours, meter provider set, OTEL_LLMCOST_METRICS=false**",
+    "contrib_metrics": "official contrib openai-v2, metrics recorded",
     "native": "anthropic 2.x native spans",
     "contrib": "official contrib openai-v2",
     "openllmetry": "OpenLLMetry",
     "openlit": "OpenLIT",
 }
-COVERS = {"contrib": ("openai",), "native": ("anthropic",)}
+COVERS = {"contrib": ("openai",), "contrib_metrics": ("openai",), "native": ("anthropic",)}
+# Variants that run in a peer's venv besides the peer itself: the contrib with a meter provider set.
+PEER_EXTRAS = {"contrib": ("contrib_metrics",)}
 
 
-def plan(peers: bool) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+def selected(peers) -> set[str]:
+    """`peers`: True (all), False (none) or the names of some."""
+    return set(venvs.PEERS) if peers is True else set(peers or ())
+
+
+def plan(peers) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
     """[(venv key, python, variant)] and {peer: why it cannot run}."""
-    runs = [("main", sys.executable, "bare"), ("main", sys.executable, "ours"), ("main", sys.executable, "native"),
-            ("main", sys.executable, "floor")]
+    runs = [("main", sys.executable, "bare"), ("main", sys.executable, "ours"),
+            ("main", sys.executable, "ours_metrics"), ("main", sys.executable, "ours_no_metrics"),
+            ("main", sys.executable, "native"), ("main", sys.executable, "floor")]
     missing = {}
     if peers:
         for peer in venvs.PEERS:
+            if peer not in selected(peers):
+                continue
             python, why = venvs.ensure(peer)
             if python is None:
                 missing[peer] = why
                 continue
             runs += [(peer, str(python), "bare"), (peer, str(python), peer)]
+            runs += [(peer, str(python), extra) for extra in PEER_EXTRAS.get(peer, ())]
     return runs, missing
 
 
-def run(rounds: int = 5, quick: bool = False, peers: bool = True) -> str:
+def run(rounds: int = 5, quick: bool = False, peers=True) -> str:
     n_plain, n_stream = (30, 10) if quick else (200, 60)
     runs, missing = plan(peers)
     results: dict[tuple[str, str], list[dict]] = {(v, var): [] for v, _, var in runs}
@@ -120,7 +134,15 @@ def run(rounds: int = 5, quick: bool = False, peers: bool = True) -> str:
                   f"against the same events iterated bare): {median(r['event_openai'] for r in floors):.2f} µs "
                   f"per OpenAI chunk, {median(r['event_anthropic'] for r in floors):.2f} µs per Anthropic event; "
                   f"the per-chunk columns measure the same through whole streamed calls, where the noise of a "
-                  f"call is larger than this. ") if floors else ""
+                  f"call is larger than this. What the GenAI conventions' attributes add alone (request parameters, "
+                  f"server, finish reasons; the same wrapper with and without them, through this tracer, a request "
+                  f"with temperature, top_p, max_tokens, stop and seed): "
+                  f"{median(r['semconv_openai_chat'] for r in floors):+.1f} µs per OpenAI chat call, "
+                  f"{median(r['semconv_anthropic_messages'] for r in floors):+.1f} µs per Anthropic messages call; "
+                  f"what the GenAI client metrics add alone (duration and two token-usage points recorded into an SDK "
+                  f"meter provider, against the same wrapper without): "
+                  f"{median(r['metrics_openai_chat'] for r in floors):+.1f} µs and "
+                  f"{median(r['metrics_anthropic_messages'] for r in floors):+.1f} µs. ") if floors else ""
     notes = (f"\n\n{floor_text}Added CPU µs per call over the bare call of the same venv and round (median of {rounds} "
              f"interleaved rounds; in parentheses the min…max of the rounds), ×ratio to the bare call. "
              f"{n_plain} plain / {n_stream} streamed calls per timed loop, median of 3 loops per process. "
@@ -132,12 +154,12 @@ def run(rounds: int = 5, quick: bool = False, peers: bool = True) -> str:
 PAIRED = ("ours", "contrib", "openllmetry")  # OpenLIT cannot be undone in-process
 
 
-def paired(quick: bool, peers: bool, missing: dict[str, str]) -> str:
+def paired(quick: bool, peers, missing: dict[str, str]) -> str:
     """The same scenarios, bare and instrumented alternated inside one process (`bench/instr_paired.py`):
     steadier than the table above, for the instrumentations that can be uninstrumented."""
     passes, rounds_per_pass = (1, 2) if quick else (2, 8)
     n_plain, n_stream = (30, 10) if quick else (200, 60)
-    variants = [v for v in PAIRED if v == "ours" or (peers and v not in missing)]
+    variants = [v for v in PAIRED if v == "ours" or (v in selected(peers) and v not in missing)]
     added: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     for p in range(passes):
         for variant in variants:

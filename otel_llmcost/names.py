@@ -4,7 +4,10 @@ GenAI facts use the constants of the installed `opentelemetry-semantic-conventio
 conventions do not have are ours and start with `llmcost.`.
 """
 
+from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv._incubating.attributes import openai_attributes as _openai
+from opentelemetry.semconv.attributes import server_attributes as _server
 
 OPERATION = _gen_ai.GEN_AI_OPERATION_NAME
 PROVIDER = _gen_ai.GEN_AI_PROVIDER_NAME
@@ -23,11 +26,14 @@ CACHE_WRITE_TOKENS = getattr(
 REASONING_TOKENS = getattr(
     _gen_ai, "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS", "gen_ai.usage.reasoning.output_tokens"
 )
-ERROR_TYPE = "error.type"
-SERVER_ADDRESS = "server.address"
+ERROR_TYPE = _error.ERROR_TYPE
+SERVER_ADDRESS = _server.SERVER_ADDRESS
 
 # The conventions have no service-tier attribute for every provider; ours carries what the API returned.
 SERVICE_TIER = "llmcost.response.service_tier"
+# The tier a request asked for: the conventions' name for OpenAI, ours for the others.
+OPENAI_REQUEST_SERVICE_TIER = _openai.OPENAI_REQUEST_SERVICE_TIER
+REQUEST_SERVICE_TIER = "llmcost.request.service_tier"
 # Cache writes by TTL (Anthropic reports 5-minute and 1-hour writes, priced differently).
 CACHE_WRITE_1H_TOKENS = "llmcost.usage.cache_creation_1h.input_tokens"
 # A stream that ended without the provider's usage report.

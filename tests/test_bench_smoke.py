@@ -67,7 +67,10 @@ def test_instrumentation_worker_floor():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("floor_16", "floor_0", "own_openai_chat", "own_anthropic_messages", "event_openai", "event_anthropic"):
+    for key in ("floor_16", "floor_0", "own_openai_chat", "own_anthropic_messages", "event_openai", "event_anthropic",
+                "semconv_openai_chat", "semconv_anthropic_messages", "metrics_openai_chat",
+                "metrics_anthropic_messages"):
         assert isinstance(out[key], float), key
-    # the spans compared carry the canned responses' usage: tokens, cache, reasoning, model, id, tier
-    assert out["own_openai_chat_attributes"] == 12 and out["own_anthropic_messages_attributes"] == 10
+    # the spans compared carry the canned responses' usage (tokens, cache, reasoning, model, id, tier) and the
+    # conventions' server address and port, finish reasons (and Anthropic's required max_tokens)
+    assert out["own_openai_chat_attributes"] == 15 and out["own_anthropic_messages_attributes"] == 14

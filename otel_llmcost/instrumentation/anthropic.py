@@ -17,6 +17,7 @@ from typing import Any, Collection, Mapping
 from opentelemetry import context
 
 from .. import hosts, names
+from . import semconv
 from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
@@ -47,8 +48,11 @@ def provider_for_host(host: str, port: int | None = None) -> str:
 
 
 def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    attributes = semconv.anthropic_request(body)
     tier = body.get("service_tier")
-    return {"gen_ai.request.service_tier": tier} if isinstance(tier, str) else {}
+    if isinstance(tier, str):
+        attributes[names.REQUEST_SERVICE_TIER] = tier
+    return attributes
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
@@ -182,9 +186,24 @@ class MessageEventReader(StreamReader):
         return attributes
 
 
+def _stream_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
+    """The `message_delta` (the last event but `message_stop`) says why the model stopped."""
+    for event in reversed(last_two):
+        if field(event, "type") == "message_delta":
+            return semconv.anthropic_finish_reasons(field(event, "delta"))
+    return None
+
+
+def _event_text(event: Any) -> str | None:
+    if field(event, "type") == "content_block_delta":
+        return field(field(event, "delta"), "text")
+    return None
+
+
 ENDPOINTS = {
-    "/v1/messages": Endpoint("chat", read_message, MessageEventReader),
-    "/v1/complete": Endpoint("text_completion", read_message),
+    "/v1/messages": Endpoint("chat", read_message, MessageEventReader, semconv.anthropic_finish_reasons,
+                             _stream_finish_reasons, semconv.anthropic_output, _event_text),
+    "/v1/complete": Endpoint("text_completion", read_message, None, semconv.anthropic_finish_reasons),
 }
 
 
@@ -235,6 +254,8 @@ class AnthropicInstrumentor(SdkInstrumentor):
             stream_types=(anthropic.Stream,),
             async_stream_types=(anthropic.AsyncStream,),
             raw_response_types=raw_types,
+            server=semconv.stainless_server,
+            input_messages=semconv.anthropic_input,
         )
 
     def _instrument_more(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections import abc
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import guard as _guard
 from .. import names
+from . import semconv
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
 
@@ -96,6 +98,13 @@ class Endpoint:
     operation: str
     read_response: Callable[[Any], dict[str, Any]]
     stream_reader: Callable[[], StreamReader] | None = None
+    # Why a stream's model stopped, from its last two events (`semconv.FINISH_REASONS`).
+    finish_reasons: Callable[[Any], list[str] | None] | None = None  # response -> `semconv.FINISH_REASONS`
+    stream_finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None = None
+    # The response as the conventions' output messages (captured only when the user opts in).
+    output_messages: Callable[[Any], list[dict[str, Any]]] | None = None
+    # The text a stream's event adds to the output (read only when the user opts in to message content).
+    stream_text: Callable[[Any], str | None] | None = None
 
 
 class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
@@ -121,6 +130,9 @@ class Provider:
     stream_types: tuple[type, ...]
     async_stream_types: tuple[type, ...]
     raw_response_types: tuple[type, ...] = ()
+    server: Callable[[Any], dict[str, Any]] | None = None  # instance -> server.address and server.port
+    # body -> (input messages, system instructions) in the conventions' shape (only when the user opts in)
+    input_messages: Callable[[Mapping[str, Any]], tuple[list, list]] | None = None
 
 
 def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callable[..., Described | None]:
@@ -134,6 +146,9 @@ def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callab
         body = options.json_data
         if type(body) is not dict and not isinstance(body, abc.Mapping):  # `type` first: `isinstance` of an ABC is slow
             body = {}
+        extra = options.extra_json  # `extra_body=`: sent in the body too (e.g. parameters an SDK version dropped)
+        if extra and type(extra) is dict:
+            body = {**body, **extra}
         return Described(endpoint, body, body.get("model"), bool(kwargs.get("stream") or body.get("stream")))
 
     return describe
@@ -197,14 +212,20 @@ def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
-    __slots__ = ("span", "endpoint", "reader", "ended", "described")
+    __slots__ = ("span", "endpoint", "reader", "ended", "described", "telemetry", "request", "started", "content")
 
-    def __init__(self, span: trace.Span, endpoint: Endpoint, described: Described | None = None) -> None:
+    def __init__(self, span: trace.Span, endpoint: Endpoint, described: Described | None = None,
+                 telemetry: "Telemetry | None" = None, request: Mapping[str, Any] | None = None,
+                 started: int = 0) -> None:
         self.span = span
         self.endpoint = endpoint
         self.reader: StreamReader | None = None
         self.ended = False
         self.described = described
+        self.telemetry = telemetry  # metrics and captured messages; None when neither is on
+        self.request = request  # the span's attributes at its start
+        self.started = started  # time.perf_counter_ns() at the start, for the metrics
+        self.content: dict[str, Any] | None = None  # input messages kept for the event
 
     def _stream_attributes(self) -> dict[str, Any] | None:
         try:
@@ -223,8 +244,11 @@ class _Call:
             attributes = self._stream_attributes()
             if attributes:
                 span.set_attributes(attributes)
-            span.set_attribute(names.ERROR_TYPE, type(exc).__qualname__)
+            error_type = type(exc).__qualname__
+            span.set_attribute(names.ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            if self.telemetry is not None:
+                self.telemetry.ended(self, attributes, error_type)
             span.end()
         except Exception:
             log_once("could not end the span of a failed call")
@@ -236,6 +260,8 @@ class _Call:
         try:
             if attributes:
                 self.span.set_attributes(attributes)
+            if self.telemetry is not None:
+                self.telemetry.ended(self, attributes, None)
             self.span.end()
         except Exception:
             log_once("could not end the span of a call")
@@ -252,6 +278,122 @@ class _Call:
 
 
 RAW_BODY_NOTE = "the app read the raw response body itself: usage unknown"
+
+
+class Telemetry:
+    """What an instrumentor records beyond the span: the GenAI client metrics, and the messages as the
+    `gen_ai.client.inference.operation.details` event when the user opts in to that."""
+
+    __slots__ = ("settings", "metrics", "events")
+
+    def __init__(self, settings: semconv.Settings, metrics: Any = None, events: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics  # a `metrics.GenAIMetrics`, or None when metrics are off
+        self.events = events  # an OpenTelemetry `Logger`, or None unless messages go out as events
+
+    def ended(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
+        """Records a call that just ended (its span not ended yet: the event is emitted inside it). Never raises:
+        the span must end whatever the metrics or logs SDK does."""
+        metrics = self.metrics
+        if metrics is not None:
+            try:
+                now = time.perf_counter_ns()
+                first = getattr(call.reader, "first_ns", None)
+                metrics.record(call.request or {}, attributes, (now - call.started) / 1e9,
+                               (first - call.started) / 1e9 if first else None, error_type)
+            except Exception:
+                log_once("could not record the metrics of a call")
+        if self.events is not None and call.content is not None:
+            try:
+                self._event(call, attributes, error_type)
+            except Exception:
+                log_once("could not emit the messages of a call")
+
+    def _event(self, call: "_Call", attributes: dict[str, Any] | None, error_type: str | None) -> None:
+        from opentelemetry._logs import LogRecord
+
+        event = {key: value for key, value in (call.request or {}).items() if key.startswith(("gen_ai.", "server."))}
+        event.pop(semconv.INPUT_MESSAGES, None)
+        event.pop(semconv.SYSTEM_INSTRUCTIONS, None)
+        for key in (names.RESPONSE_MODEL, names.RESPONSE_ID, semconv.FINISH_REASONS, names.INPUT_TOKENS,
+                    names.OUTPUT_TOKENS):
+            if attributes and key in attributes:
+                event[key] = attributes[key]
+        if error_type:
+            event[names.ERROR_TYPE] = error_type
+        event.update(call.content or {})
+        self.events.emit(LogRecord(event_name=semconv.OPERATION_DETAILS_EVENT, attributes=event,
+                                   context=trace.set_span_in_context(call.span)))
+
+
+class _Observed(StreamReader):
+    """A stream's reader, watched for the metrics and the conventions: when its first event came, and its last
+    two events, where the finish reasons are (OpenAI: the last content chunk, maybe before a usage chunk;
+    Anthropic: the `message_delta` before `message_stop`)."""
+
+    __slots__ = ("inner", "inner_read", "first_ns", "previous", "last", "finish_reasons", "output", "texts")
+
+    def __init__(self, inner: StreamReader, finish_reasons: Callable[[tuple[Any, Any]], list[str] | None] | None,
+                 output: "_StreamOutput | None" = None):
+        self.inner = inner
+        self.inner_read = inner.read
+        self.first_ns = 0
+        self.previous = self.last = None
+        self.finish_reasons = finish_reasons
+        self.output = output  # only when the user opts in to message content
+        self.texts: list[str] = []
+
+    def read(self, event: Any) -> bool | None:
+        if not self.first_ns:
+            self.first_ns = time.perf_counter_ns()
+        self.previous = self.last
+        self.last = event
+        if self.output is not None:
+            text = self.output.text_of(event)
+            if text:
+                self.texts.append(text)
+        return self.inner_read(event)  # (True: an event of ours, not the app's; see `StreamReader.read`)
+
+    def attributes(self) -> dict[str, Any]:
+        attributes = self.inner.attributes()
+        reasons = None
+        if self.finish_reasons is not None and self.last is not None:
+            try:
+                reasons = self.finish_reasons((self.previous, self.last))
+            except Exception:
+                log_once("could not read the finish reasons of a stream")
+            if reasons:
+                attributes[semconv.FINISH_REASONS] = reasons
+        if self.output is not None:
+            self.output.add(attributes, self.texts, reasons, self.last)
+        return attributes
+
+
+class _StreamOutput:
+    """The output messages of a streamed call, for a user who opted in to message content: the text its events
+    carried (or, for a stream whose last event holds the whole response, that response's messages)."""
+
+    __slots__ = ("text_of", "endpoint", "call", "tracer")
+
+    def __init__(self, endpoint: Endpoint, call: "_Call", tracer: "RequestTracer") -> None:
+        self.text_of = endpoint.stream_text
+        self.endpoint = endpoint
+        self.call = call
+        self.tracer = tracer
+
+    def add(self, attributes: dict[str, Any], texts: list[str], reasons: list[str] | None, last: Any) -> None:
+        try:
+            if texts:
+                messages = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(texts)}],
+                             "finish_reason": reasons[0] if reasons else ""}]
+            else:
+                response = field(last, "response")
+                output = self.endpoint.output_messages
+                messages = output(response) if response is not None and output is not None else []
+            if messages:
+                self.tracer.add_output(self.call, attributes, messages)
+        except Exception:
+            log_once("could not read the messages of a stream")
 
 
 class _Events:
@@ -409,9 +551,13 @@ except ImportError:  # another version of opentelemetry-api: its public function
 class RequestTracer:
     """Builds the wrappers of one provider's request methods around one tracer."""
 
-    def __init__(self, tracer: trace.Tracer, provider: Provider, *, fingerprint: bool | None = None) -> None:
+    def __init__(self, tracer: trace.Tracer, provider: Provider, *, fingerprint: bool | None = None,
+                 settings: semconv.Settings | None = None, telemetry: Telemetry | None = None) -> None:
         self.tracer = tracer
         self.provider = provider
+        self.settings = settings if settings is not None else semconv.Settings(metrics=False)
+        self.telemetry = telemetry  # None when neither metrics nor message events are on
+        self.capture = self.settings.content and provider.input_messages is not None
         self.defaults = attribution_defaults()
         self.fingerprint = env_flag("OTEL_LLMCOST_PREFIX_FINGERPRINT", True) if fingerprint is None else fingerprint
         # Called when a streaming raw response is first kept in `_unparsed`: the instrumentor then installs
@@ -466,18 +612,29 @@ class RequestTracer:
             if described is None:
                 return None
             attributes = self.request_attributes(described, provider.provider_name(instance), ctx)
+            server = provider.server
+            if server is not None:
+                attributes.update(server(instance))
+            content = self._input_content(described.body) if self.capture else None
+            if content and self.settings.content_on_span:
+                attributes.update(content)
             model = attributes.get(names.REQUEST_MODEL)
             operation = described.endpoint.operation
+            telemetry = self.telemetry
+            started = time.perf_counter_ns() if telemetry is not None else 0
             span = self.tracer.start_span(
                 f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
+            call = _Call(span, described.endpoint, described, telemetry, attributes, started)
+            if content is not None and self.settings.content_as_event:
+                call.content = content
             guard = _guard.active
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
         if guard is not None:  # the opt-in budget guard: stopping the call raises into the app, by design
             guard.before_call(span, attributes, described.body)
-        return _Call(span, described.endpoint, described), _call_context(ctx, span)
+        return call, _call_context(ctx, span)
 
     def request_attributes(
         self, described: Described, provider_name: str, ctx: context.Context | None = None
@@ -501,6 +658,49 @@ class RequestTracer:
                     attributes.update(prefix_fingerprint(parts))
         return attributes
 
+    def _input_content(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request's messages and system instructions as the conventions' JSON, cut to the size limit."""
+        try:
+            messages, system = self.provider.input_messages(body)  # type: ignore[misc]
+            limit = self.settings.content_max_length
+            content = {semconv.INPUT_MESSAGES: semconv.as_json(messages, limit)} if messages else {}
+            if system:
+                content[semconv.SYSTEM_INSTRUCTIONS] = semconv.as_json(system, limit)
+            return content
+        except Exception:
+            log_once("could not read the messages of a request")
+            return None
+
+    def read(self, call: _Call, response: Any) -> dict[str, Any]:
+        """The attributes of what a call returned: the provider's reading of it, the finish reasons and, when the
+        user opts in, the output messages."""
+        endpoint = call.endpoint
+        attributes = endpoint.read_response(response)
+        finish_reasons = endpoint.finish_reasons
+        if finish_reasons is not None:
+            try:
+                reasons = finish_reasons(response)
+                if reasons:
+                    attributes[semconv.FINISH_REASONS] = reasons
+            except Exception:
+                log_once("could not read the finish reasons of a response")
+        if self.capture and endpoint.output_messages is not None:
+            try:
+                messages = endpoint.output_messages(response)
+                if messages:
+                    self.add_output(call, attributes, messages)
+            except Exception:
+                log_once("could not read the messages of a response")
+        return attributes
+
+    def add_output(self, call: _Call, attributes: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        """The output messages on the span's attributes and/or in the event, as the settings say."""
+        text = semconv.as_json(messages, self.settings.content_max_length)
+        if self.settings.content_on_span:
+            attributes[semconv.OUTPUT_MESSAGES] = text
+        if call.content is not None:
+            call.content[semconv.OUTPUT_MESSAGES] = text
+
     def returned(self, call: _Call, result: Any) -> Any:
         """Reads what the call returned, or hooks the stream it returned; returns what the app gets. Never raises."""
         try:
@@ -512,7 +712,7 @@ class RequestTracer:
             if provider.raw_response_types and isinstance(result, provider.raw_response_types):
                 self._read_raw_response(call, result)
             else:
-                call.finish(call.endpoint.read_response(result))
+                call.finish(self.read(call, result))
         except Exception:
             log_once("could not read the response of an LLM call")
             call.finish(None)
@@ -528,7 +728,7 @@ class RequestTracer:
             _unparsed[raw] = (self, call)
             weakref.finalize(raw, call.finish_stream)
         elif "json" in http_response.headers.get("content-type", ""):
-            call.finish(call.endpoint.read_response(http_response.json()))
+            call.finish(self.read(call, http_response.json()))
         else:
             call.finish(None)
 
@@ -538,8 +738,82 @@ class RequestTracer:
         reader = call.reader = factory() if factory is not None else None
         if reader is not None and call.described is not None:
             reader.begin(call.described)
+        endpoint = call.endpoint
+        if reader is not None and (call.telemetry is not None or endpoint.stream_finish_reasons is not None
+                                   or self.capture):
+            output = _StreamOutput(endpoint, call, self) if self.capture and endpoint.stream_text is not None else None
+            call.reader = _Observed(reader, endpoint.stream_finish_reasons, output)
         inner = getattr(stream, "_iterator", None)
         if inner is None:  # a plain generator: wrap it in one of ours
             return generator(events_type(stream, call))
         stream._iterator = events_type(inner, call)
         return stream
+
+
+class ToolTracer:
+    """Spans of the tool calls an SDK makes itself (google-genai's automatic function calling runs the app's
+    Python functions between two model calls): `execute_tool {name}`, as the conventions' tool-execution span.
+    Wraps the SDK's `invoke(args, function)`; the arguments and result are recorded only when the user opts in
+    to message content on spans."""
+
+    def __init__(self, tracer: trace.Tracer, settings: semconv.Settings) -> None:
+        self.tracer = tracer
+        self.settings = settings
+
+    def _start(self, args: tuple, kwargs: dict) -> trace.Span | None:
+        try:
+            ctx = context.get_current()
+            if not _enabled(ctx):
+                return None
+            call_args = args[0] if args else kwargs.get("args")
+            function = args[1] if len(args) > 1 else kwargs.get("function_to_invoke")
+            name = getattr(function, "__name__", None) or type(function).__name__
+            attributes: dict[str, Any] = {names.OPERATION: semconv.EXECUTE_TOOL, semconv.TOOL_NAME: name,
+                                          semconv.TOOL_TYPE: "function"}
+            description = (getattr(function, "__doc__", None) or "").strip()
+            if description:
+                attributes[semconv.TOOL_DESCRIPTION] = description.splitlines()[0][:200]
+            if self.settings.content_on_span and call_args is not None:
+                attributes[semconv.TOOL_CALL_ARGUMENTS] = semconv.as_json(call_args, self.settings.content_max_length)
+            return self.tracer.start_span(f"{semconv.EXECUTE_TOOL} {name}", context=ctx, kind=SpanKind.INTERNAL,
+                                          attributes=attributes)
+        except Exception:
+            log_once("could not start the span of a tool call")
+            return None
+
+    def _end(self, span: trace.Span, result: Any = None, exc: BaseException | None = None) -> None:
+        try:
+            if exc is not None:
+                span.set_attribute(names.ERROR_TYPE, type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            elif self.settings.content_on_span:
+                span.set_attribute(semconv.TOOL_CALL_RESULT, semconv.as_json(result, self.settings.content_max_length))
+            span.end()
+        except Exception:
+            log_once("could not end the span of a tool call")
+
+    def sync_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        span = self._start(args, kwargs)
+        if span is None:
+            return wrapped(*args, **kwargs)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._end(span, exc=exc)
+            raise
+        self._end(span, result)
+        return result
+
+    async def async_wrapper(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        span = self._start(args, kwargs)
+        if span is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._end(span, exc=exc)
+            raise
+        self._end(span, result)
+        return result

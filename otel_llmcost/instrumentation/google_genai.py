@@ -17,7 +17,8 @@ from typing import Any, Collection, Mapping
 from urllib.parse import urlsplit
 
 from .. import hosts, names
-from .core import Described, Endpoint, Provider, StreamReader, field, positive_int
+from . import semconv
+from .core import Described, Endpoint, Provider, StreamReader, ToolTracer, field, positive_int
 from .instrumentor import SdkInstrumentor
 
 
@@ -121,7 +122,19 @@ class ChunkReader(StreamReader):
         return attributes
 
 
-GENERATE = Endpoint("generate_content", read_response, ChunkReader)
+def _stream_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
+    return semconv.google_finish_reasons(last_two[1])
+
+
+def _chunk_text(chunk: Any) -> str | None:
+    """The answer's text in a chunk (its first candidate's text parts, thoughts left out)."""
+    candidates = field(chunk, "candidates")
+    parts = field(field(candidates[0], "content"), "parts") if candidates else None
+    return "".join(t for t in (field(p, "text") for p in parts or () if not field(p, "thought")) if t) or None
+
+
+GENERATE = Endpoint("generate_content", read_response, ChunkReader, semconv.google_finish_reasons,
+                    _stream_finish_reasons, semconv.google_output, _chunk_text)
 
 
 def describe(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described:
@@ -145,7 +158,7 @@ def prefix(kwargs: Mapping[str, Any]) -> list[Any]:
 
 
 def request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {}
+    return semconv.google_request(kwargs)
 
 
 class GoogleGenAIInstrumentor(SdkInstrumentor):
@@ -160,8 +173,19 @@ class GoogleGenAIInstrumentor(SdkInstrumentor):
         ("google.genai.models", "AsyncModels._generate_content_stream"),
     )
 
+    # The functions that run the app's own tools during automatic function calling.
+    tool_invocations = (
+        ("google.genai._extra_utils", "invoke_function_from_dict_args", False),
+        ("google.genai._extra_utils", "invoke_function_from_dict_args_async", True),
+    )
+
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("google-genai >= 1.0",)
+
+    def _instrument_more(self) -> None:
+        tools = ToolTracer(self._tracer, self._request_tracer.settings)
+        for module, name, is_async in self.tool_invocations:
+            self._wrap((module, name), tools.async_wrapper if is_async else tools.sync_wrapper)
 
     def provider(self, **kwargs: Any) -> Provider:
         return Provider(
@@ -171,4 +195,6 @@ class GoogleGenAIInstrumentor(SdkInstrumentor):
             prefix=prefix,
             stream_types=(types.GeneratorType,),
             async_stream_types=(types.AsyncGeneratorType,),
+            server=semconv.google_server,
+            input_messages=semconv.google_input,
         )

@@ -13,7 +13,8 @@ from wrapt import wrap_function_wrapper
 
 from .. import __version__, guard
 from .api import app_tracer
-from .core import Provider, RequestTracer, end_stream_on_close, log_once, read_on_parse
+from . import semconv
+from .core import Provider, RequestTracer, Telemetry, end_stream_on_close, log_once, read_on_parse
 
 Target = tuple[str, str]  # (module, "Class.method")
 
@@ -23,8 +24,9 @@ _lock = threading.Lock()
 class SdkInstrumentor(BaseInstrumentor):
     """Subclasses name the methods every API call goes through, and describe the SDK (`provider()`).
 
-    `instrument()` takes `tracer_provider` and `prefix_fingerprint` (default: env
-    `OTEL_LLMCOST_PREFIX_FINGERPRINT`, on).
+    `instrument()` takes `tracer_provider`, `meter_provider` and `logger_provider` (default: the global ones),
+    `prefix_fingerprint` (default: env `OTEL_LLMCOST_PREFIX_FINGERPRINT`, on) and `metrics` (default: env
+    `OTEL_LLMCOST_METRICS`, on). The message settings are read from the environment (see `semconv`).
     """
 
     sync_requests: tuple[Target, ...] = ()
@@ -38,7 +40,9 @@ class SdkInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         tracer = trace.get_tracer("otel_llmcost", __version__, tracer_provider=kwargs.get("tracer_provider"))
-        request_tracer = RequestTracer(tracer, self.provider(**kwargs), fingerprint=kwargs.get("prefix_fingerprint"))
+        settings = semconv.settings_from_env(kwargs.get("metrics"))
+        request_tracer = RequestTracer(tracer, self.provider(**kwargs), fingerprint=kwargs.get("prefix_fingerprint"),
+                                       settings=settings, telemetry=_telemetry(settings, kwargs))
         self._wrapped: list[Target] = []
         for targets, wrapper in (
             (self.sync_requests, request_tracer.sync_wrapper),
@@ -98,3 +102,23 @@ class SdkInstrumentor(BaseInstrumentor):
 
     def _uninstrument_more(self) -> None:
         """Hook for SDK-specific additions."""
+
+
+def _telemetry(settings: semconv.Settings, kwargs: dict[str, Any]) -> Telemetry | None:
+    """The metrics (through the given or the global meter provider, as the contrib instrumentations do: the
+    global one records nothing until the application sets one) and the message events, or None if both are off."""
+    instruments = events = None
+    if settings.metrics:
+        from opentelemetry import metrics
+
+        from .metrics import GenAIMetrics
+
+        instruments = GenAIMetrics(metrics.get_meter("otel_llmcost", __version__,
+                                                     meter_provider=kwargs.get("meter_provider")))
+    if settings.content_as_event:
+        from opentelemetry import _logs
+
+        events = _logs.get_logger("otel_llmcost", __version__, logger_provider=kwargs.get("logger_provider"))
+    if instruments is None and events is None:
+        return None
+    return Telemetry(settings, instruments, events)

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Collection, Mapping
 
 from .. import hosts, names
+from . import semconv
 from .core import Described, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
@@ -90,8 +91,11 @@ def provider_name(client: Any) -> str:
 
 
 def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    attributes = semconv.openai_request(body)
     tier = body.get("service_tier")
-    return {"gen_ai.request.service_tier": tier} if isinstance(tier, str) else {}
+    if isinstance(tier, str):
+        attributes[names.OPENAI_REQUEST_SERVICE_TIER] = tier
+    return attributes
 
 
 def _usage_attributes(usage: Any) -> dict[str, Any]:
@@ -342,10 +346,39 @@ class ResponseEventReader(StreamReader):
         return attributes
 
 
+def _chunk_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
+    """A chat or completion stream: the finish reasons are in the last chunk with choices."""
+    for chunk in reversed(last_two):
+        reasons = semconv.openai_finish_reasons(chunk) if chunk is not None else None
+        if reasons:
+            return reasons
+    return None
+
+
+def _response_event_finish_reasons(last_two: tuple[Any, Any]) -> list[str] | None:
+    return semconv.openai_finish_reasons(field(last_two[1], "response"))
+
+
+def _chunk_text(chunk: Any) -> str | None:
+    """The text a chat (`delta.content`) or legacy completion (`text`) chunk adds to its first choice."""
+    choices = field(chunk, "choices")
+    if not choices:
+        return None
+    delta = field(choices[0], "delta")
+    return field(delta, "content") if delta is not None else field(choices[0], "text")
+
+
+def _no_text(event: Any) -> None:  # Responses API streams: the last event holds the whole response
+    return None
+
+
 ENDPOINTS = {
-    "/chat/completions": Endpoint("chat", read_response, ChunkReader),
-    "/responses": Endpoint("chat", read_response, ResponseEventReader),
-    "/completions": Endpoint("text_completion", read_response, ChunkReader),
+    "/chat/completions": Endpoint("chat", read_response, ChunkReader, semconv.openai_finish_reasons,
+                                  _chunk_finish_reasons, semconv.openai_output, _chunk_text),
+    "/responses": Endpoint("chat", read_response, ResponseEventReader, semconv.openai_finish_reasons,
+                           _response_event_finish_reasons, semconv.openai_output, _no_text),
+    "/completions": Endpoint("text_completion", read_response, ChunkReader, semconv.openai_finish_reasons,
+                             _chunk_finish_reasons, semconv.openai_output, _chunk_text),
     "/embeddings": Endpoint("embeddings", read_response),
 }
 
@@ -513,4 +546,6 @@ class OpenAIInstrumentor(SdkInstrumentor):
             stream_types=(openai.Stream,),
             async_stream_types=(openai.AsyncStream,),
             raw_response_types=(LegacyAPIResponse, BaseAPIResponse),
+            server=semconv.stainless_server,
+            input_messages=semconv.openai_input,
         )
