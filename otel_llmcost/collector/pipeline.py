@@ -512,7 +512,7 @@ class Loader(threading.Thread):
         if self.end == self.start:
             self.first_at = time.monotonic()
         try:
-            rows, skipped = self.pipeline.rows_for(payload, recent, skip, self.dead)
+            rows, skipped = self.pipeline.rows_for(payload, recent, skip, dead=self.dead)
         except Exception as exc:  # a record no span can be read from: set aside whole, never a stalled loader
             logger.exception("spool record at offset %d cannot be read: set aside as a dead letter", offset)
             rows, skipped = [], []
