@@ -22,7 +22,7 @@ demo: $(VENV)/.stamp-demo
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest
 
-# The OTLP endpoints' fuzz test with a long budget (`make test` runs 300 inputs); its figures are printed.
+# The OTLP endpoints' fuzz test with a long budget (`make test` runs 200 inputs); its figures are printed.
 SOAK_EXAMPLES ?= 20000
 soak: $(VENV)/.stamp-test
 	LLMCOST_FUZZ_EXAMPLES=$(SOAK_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider

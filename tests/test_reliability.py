@@ -256,6 +256,7 @@ def test_rows_the_store_refuses_are_found_by_halving_and_dead_lettered_once(tmp_
             pipeline.write_dead_letters(dead, "test-token")
             assert sorted(d.span_id for d in dead) == sorted([rows[7][3], rows[23][3]])
             assert all(d.reason.startswith("refused by the store") for d in dead)
+            assert sorted("prefix_length" in d.reason or "timestamp" in d.reason for d in dead) == [True, True]
         [spans] = store.query("SELECT count() AS n, uniqExact(span_id) AS u FROM llm_spans").rows
         assert spans == (38, 38)
         [rollup] = store.query("SELECT sum(calls) FROM llm_rollup_1m").rows

@@ -31,8 +31,7 @@ Values are checked where they are read, so that no span can make a batch fail to
 not a finite number, or beyond UInt64 (alone, or the input once cache tokens are counted in), makes the span's
 usage unknown (stored as `no_usage`, the reason in the note); a prefix length beyond UInt32 is dropped (noted);
 a span starting after 2106-02-07 (beyond the rollups' DateTime minutes; DateTime64(9) ends in 2262) or one whose
-reading fails is set aside (`SetAside`, a
-dead letter) instead of being stored.
+reading fails is set aside (`SetAside`, a dead letter) instead of being stored.
 
 Private by default: attributes that hold prompt or completion content, or look like a secret (by name, or by a
 value such as an `sk-...` key or a bearer token), are not stored, unless the operator keeps them
@@ -324,8 +323,15 @@ def count_of(value: Any, notes: list[str]) -> int:
     if isinstance(value, bool):
         notes.append(f"non-numeric token count {value!r}")
         return 0
-    if isinstance(value, int) and value > MAX_COUNT:
-        raise AbsurdValue(f"token count {value} is beyond 2^64")
+    if isinstance(value, int):
+        if value > MAX_COUNT:
+            raise AbsurdValue(f"token count {value} is beyond 2^64")
+        if value >= 0:
+            return int(value)
+    elif isinstance(value, str) and value.strip().isdecimal():  # exactly, beyond a double's 2^53 too
+        if int(value) > MAX_COUNT:
+            raise AbsurdValue(f"token count {_short(value)!r} is beyond 2^64")
+        return int(value)
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):

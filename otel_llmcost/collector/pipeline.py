@@ -302,36 +302,32 @@ class Pipeline:
         try:
             for i, chunk in enumerate(chunks):
                 token = dedup_token if len(chunks) == 1 or dedup_token is None else f"{dedup_token}:p{i}"
-                try:
-                    self.write(chunk, token)
-                    state["stored"] += len(chunk)
-                except RowsRefused:
-                    client_log.setLevel(logging.CRITICAL)
-                    self._write_halving(chunk, token, dead, state, first_tried=True)
+                self._write_halving(chunk, token, dead, state, client_log)
         finally:
             client_log.setLevel(level)
         return dead
 
     def _write_halving(self, rows: list[tuple], token: str | None, dead: list[DeadLetter], state: dict,
-                       first_tried: bool = False) -> None:
+                       client_log: logging.Logger) -> None:
+        """Inserts rows; if refused, each half on its own; a row refused alone is a dead letter."""
         try:
-            if first_tried:
-                raise RowsRefused("refused as a whole")
             self.write(rows, token)
             state["stored"] += len(rows)
             return
         except RowsRefused as exc:
-            if len(rows) > 1:
-                middle = len(rows) // 2
-                self._write_halving(rows[:middle], token and token + ":a", dead, state)
-                self._write_halving(rows[middle:], token and token + ":b", dead, state)
-                return
-            state["refused_alone"] += 1
-            if not state["stored"] and state["refused_alone"] >= REFUSED_ALONE_BEFORE_RETRY:
-                self.stats_.set(store_down=True)
-                raise StoreUnavailable(f"the store refuses every row, one at a time: {exc}") from exc
-            values = rows[0]
-            dead.append(DeadLetter(values[2], values[3], f"refused by the store: {exc}", row_text(values)))
+            refused = exc
+        client_log.setLevel(logging.CRITICAL)
+        if len(rows) > 1:
+            middle = len(rows) // 2
+            self._write_halving(rows[:middle], token and token + ":a", dead, state, client_log)
+            self._write_halving(rows[middle:], token and token + ":b", dead, state, client_log)
+            return
+        state["refused_alone"] += 1
+        if not state["stored"] and state["refused_alone"] >= REFUSED_ALONE_BEFORE_RETRY:
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(f"the store refuses every row, one at a time: {refused}") from refused
+        values = rows[0]
+        dead.append(DeadLetter(values[2], values[3], f"refused by the store: {refused}", row_text(values)))
 
     def write_dead_letters(self, letters: list[DeadLetter], dedup_token: str | None = None) -> None:
         """Stores dead letters (StoreUnavailable if it cannot: their batch is then retried as a whole)."""
@@ -512,7 +508,7 @@ class Loader(threading.Thread):
         if self.end == self.start:
             self.first_at = time.monotonic()
         try:
-            rows, skipped = self.pipeline.rows_for(payload, recent, skip, self.dead)
+            rows, skipped = self.pipeline.rows_for(payload, recent, skip, dead=self.dead)
         except Exception as exc:  # a record no span can be read from: set aside whole, never a stalled loader
             logger.exception("spool record at offset %d cannot be read: set aside as a dead letter", offset)
             rows, skipped = [], []
