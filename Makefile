@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench install clean
+.PHONY: demo test soak bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(VENV)/.stamp-demo
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest
+
+# The OTLP endpoints' fuzz test with a long budget (`make test` runs 200 inputs); its figures are printed.
+SOAK_EXAMPLES ?= 20000
+soak: $(VENV)/.stamp-test
+	LLMCOST_FUZZ_EXAMPLES=$(SOAK_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider
 
 bench: $(VENV)/.stamp-bench
 	$(PY) -m bench

@@ -129,7 +129,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
     run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"),
         cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
         max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        forward_endpoint=args.forward_endpoint)
+        forward_endpoint=args.forward_endpoint, keep_attributes=args.keep_attributes)
     return 0
 
 
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="PEM key of --tls-cert ($OTEL_LLMCOST_TLS_KEY)")
     p.add_argument("--forward-endpoint", help="also forward every span to this OTLP/HTTP endpoint "
                                               "($OTEL_LLMCOST_FORWARD_ENDPOINT)")
+    p.add_argument("--keep-attributes", help="comma-separated glob patterns of span attributes to store even though "
+                   "they hold prompt/completion content or look like secrets, e.g. 'gen_ai.input.messages,gen_ai.output"
+                   ".messages' (default $OTEL_LLMCOST_KEEP_ATTRIBUTES; none: such attributes are not stored)")
     p.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("sql", help="run a query against the store")

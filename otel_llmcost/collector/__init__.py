@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
+from . import normalize
 from .forward import Forwarder
 from .pipeline import Loader, Pipeline, Stats
 from .receivers import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, Intake, Receivers
@@ -46,6 +47,14 @@ class Options:
     forward_queue: int = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_QUEUE", 1000, int))
     stats_log_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STATS_LOG_SECONDS", 60.0, float))
     cluster: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLUSTER", None))
+    # Glob patterns of attributes stored even though they hold prompt content or look like secrets.
+    keep_attributes: list[str] = field(default_factory=lambda: _env("OTEL_LLMCOST_KEEP_ATTRIBUTES", [], _globs))
+    # The loader is stalled (health 503, spans refused) after this long with work and no progress.
+    stall_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STALL_SECONDS", 60.0, float))
+
+
+def _globs(text: str) -> list[str]:
+    return [glob.strip() for glob in text.split(",") if glob.strip()]
 
 
 def default_spool_dir(store_url: str) -> Path:
@@ -66,15 +75,21 @@ class Collector:
             if value is not None:
                 setattr(self.options, key, value)
         o = self.options
+        if isinstance(o.keep_attributes, str):
+            o.keep_attributes = _globs(o.keep_attributes)
+        normalize.set_kept_attributes(o.keep_attributes)
         self.stats = Stats()
         self.store = Store(resolve_url(store_url), cluster=o.cluster)
+        if chdb_dir(self.store.url) is not None:
+            os.chmod(chdb_dir(self.store.url), 0o700)  # the store holds who called what: owner-only
         self.store.migrate()
         self.pipeline = Pipeline(self.store, stats=self.stats)
         self.spool = Spool(o.spool_dir or default_spool_dir(self.store.url), max_bytes=o.spool_max_bytes)
         self.loader = Loader(self.pipeline, self.spool, batch_rows=o.batch_rows, batch_seconds=o.batch_seconds)
         self.forwarder = Forwarder(o.forward_endpoint, self.stats, max_queue=o.forward_queue) \
             if o.forward_endpoint else None
-        self.intake = Intake(self.spool, self.stats, self.forwarder, retry_after=o.retry_after)
+        self.intake = Intake(self.spool, self.stats, self.forwarder, retry_after=o.retry_after,
+                             refusing=self.refusing, health=self.health)
         self.receivers = Receivers(self.intake, self.store, self.stats_json, host, http_port, grpc_port, auth_token,
                                    max_bytes=o.max_request_bytes, tls_cert=o.tls_cert, tls_key=o.tls_key)
         self.telemetry = Telemetry(self.stats, self.gauges, log_seconds=o.stats_log_seconds)
@@ -88,7 +103,36 @@ class Collector:
                 "store_down": int(self.stats.values["store_down"])}
 
     def stats_json(self) -> dict:
-        return {**self.gauges(), **self.stats.snapshot(), "loader_alive": self.loader.is_alive()}
+        return {**self.gauges(), **self.stats.snapshot(), "loader_alive": self.loader.is_alive(),
+                "loader_stalled": self.loader.stalled(self.options.stall_seconds)}
+
+    def refusing(self) -> str:
+        """Why spans accepted now would not be stored, or "" (checked for each request: cheap)."""
+        if not self.loader.is_alive():
+            return "the loader is not running" if self.loader.ident is not None else ""
+        if self.loader.stalled(self.options.stall_seconds):
+            error = f" (last error: {self.loader.last_error})" if self.loader.last_error else ""
+            return (f"the loader has stored nothing for over {self.options.stall_seconds:g}s with "
+                    f"{self.spool.backlog} bytes waiting{error}")
+        return ""
+
+    def health(self) -> tuple[bool, dict]:
+        """(ok, report) for GET /llmcost/v1/health: not ok while the loader is dead or stalled (spans are refused
+        then), the store is down (spans are spooled while there is room) or the spool cannot be written."""
+        problems = []
+        refusal = self.refusing()
+        if refusal:
+            problems.append(refusal)
+        if self.stats.values["store_down"]:
+            problems.append(f"the store is down: spooling ({self.spool.backlog} of {self.spool.max_bytes} bytes)")
+        if self.loader.spool_failing:
+            problems.append(f"the spool checkpoint cannot be written: {self.loader.spool_failing}")
+        report = {"status": "unhealthy" if problems else "ok", "loader_alive": self.loader.is_alive(),
+                  "accepting": not refusal, "spool_backlog_bytes": self.spool.backlog,
+                  "store_down": bool(self.stats.values["store_down"])}
+        if problems:
+            report["problems"] = problems
+        return not problems, report
 
     @property
     def http_endpoint(self) -> str:
@@ -135,6 +179,9 @@ class Collector:
 def run(store_url: str | None, host: str, http_port: int, grpc_port: int, auth_token: str | None,
         **options) -> None:
     """Runs until SIGTERM or SIGINT, then stops cleanly (everything acknowledged is stored or spooled)."""
+    # The spool, the store and anything else this process creates hold prompts' metadata and who called what:
+    # owner-only (0700 directories, 0600 files).
+    os.umask(0o077)
     collector = Collector(store_url, host, http_port, grpc_port, auth_token, **options).start()
     print(f"otel-llmcost collector: OTLP/HTTP {collector.http_endpoint}/v1/traces, "
           f"OTLP/gRPC {host}:{collector.receivers.grpc_port}, store {collector.store.url}", flush=True)

@@ -24,11 +24,23 @@ evidently excluded them too, and they are added (with a note).
 Application-level cache hits (`llmcost.cache_hit.kind`, see `otel_llmcost.record_cache_hit`) are calls the app
 did not make: they become a `Call` with `cache_hit_kind` set and, as usage, what the avoided call would have
 used; the row stores zero tokens and zero cost, and the price of that usage as `app_cache_savings_usd`.
+
+Values are checked where they are read, so that no span can make a batch fail to insert: a token count that is
+not a finite number, or beyond UInt64 (alone, or the input once cache tokens are counted in), makes the span's
+usage unknown (stored as `no_usage`, the reason in the note); a prefix length beyond UInt32 is dropped (noted);
+a span starting after 2106-02-07 (beyond the rollups' DateTime minutes; DateTime64(9) ends in 2262) or one whose
+reading fails is set aside (`SetAside`, a dead letter) instead of being stored.
+
+Private by default: attributes that hold prompt or completion content, or look like a secret (by name, or by a
+value such as an `sk-...` key or a bearer token), are not stored, unless the operator keeps them
+(`set_kept_attributes`, the collector's `--keep-attributes`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from typing import Any, Iterable, Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -97,6 +109,78 @@ assert PROMOTED <= SPELLINGS.keys(), "a promoted attribute must be read as a fac
 
 # Value kinds read straight off the protobuf; arrays, key-value lists and bytes go through `any_value`.
 SCALAR_KINDS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+# The ranges of the columns values go to: UInt64 token counts, UInt32 prefix_length, and the timestamp: the
+# span's DateTime64(9) holds Int64 nanoseconds (up to 2262-04-11), the rollups' `minute` is a DateTime (UInt32
+# seconds: up to 2106-02-07T06:28:15Z), where a later time would not be refused but wrap around.
+MAX_COUNT = (1 << 64) - 1
+MAX_PREFIX_LENGTH = (1 << 32) - 1
+MAX_TIMESTAMP_NS = ((1 << 32) - 60) * 10**9
+
+
+class AbsurdValue(ValueError):
+    """A count no call can have (not a finite number, or beyond its column): the span's usage is unknown."""
+
+
+class SetAside(ValueError):
+    """A span that cannot be stored (a value no column can hold): it goes to the dead letters with this reason."""
+
+
+# -- privacy: attributes not stored unless kept -----------------------------------------------------------------
+
+# Prompt and completion content, as the GenAI conventions (current and deprecated), OpenLLMetry, OpenLIT and
+# OpenInference name it. Span events (where some put content) are never read.
+CONTENT_ATTRIBUTES = (
+    "gen_ai.prompt", "gen_ai.prompt.*", "gen_ai.completion", "gen_ai.completion.*", "gen_ai.input.messages",
+    "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.tool.definitions", "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result", "gen_ai.content.*", "gen_ai.request.messages", "gen_ai.response.messages",
+    "llm.prompts", "llm.prompts.*", "llm.completions", "llm.completions.*", "llm.input_messages*",
+    "llm.output_messages*", "llm.prompt_template.*", "llm.tools*", "input.value", "output.value",
+    "traceloop.entity.input", "traceloop.entity.output", "retrieval.documents*", "embedding.embeddings*",
+    "*.content", "*.messages", "*.prompt", "*.completion",
+)
+# Names of secrets: a name segment (between dots, underscores or dashes) that is one of these.
+_SECRET_NAME = re.compile(
+    r"(?:^|[._-])(?:api[._-]?key|apikey|x[._-]api[._-]key|authorization|auth[._-]?token|token|access[._-]?token|"
+    r"refresh[._-]?token|id[._-]?token|secret|client[._-]?secret|password|passwd|pwd|cookie|set[._-]cookie|"
+    r"private[._-]?key|credentials?)(?:$|[._-])", re.I)
+# Values that are secrets whatever their name: API keys of the common providers, bearer/basic credentials, JWTs.
+_SECRET_VALUE = re.compile(
+    r"\bsk-[A-Za-z0-9_-]{16,}|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{12,}|\bAKIA[0-9A-Z]{16}\b|"
+    r"\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{30,}|\bxox[abposr]-[A-Za-z0-9-]{10,}|"
+    r"\bAIza[0-9A-Za-z_-]{30,}|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
+_CONTENT_NAME = re.compile("|".join(fnmatch.translate(glob) for glob in CONTENT_ATTRIBUTES))
+_kept_names: re.Pattern | None = None  # the operator's globs of attributes to keep whatever they hold
+_private_names: dict[str, int] = {}  # name -> 0 kept, 1 private by its name, 2 look at the value; bounded
+
+# An attribute not stored (in the place of its value in an `AttributeEntry`).
+PRIVATE = object()
+
+
+def set_kept_attributes(patterns: Iterable[str]) -> None:
+    """Attributes (glob patterns of their names, e.g. `gen_ai.input.messages` or `http.request.header.*`) stored
+    even though they hold content or look like secrets. Applies to requests read from now on."""
+    globs = [p.strip() for p in patterns if p and p.strip()]
+    global _kept_names
+    _kept_names = re.compile("|".join(fnmatch.translate(glob) for glob in globs)) if globs else None
+    _private_names.clear()
+    _ATTRIBUTES.clear()
+
+
+def is_private(key: str, text: str | None) -> bool:
+    """Whether an attribute (its name and its value as text) is kept out of the store."""
+    by_name = _private_names.get(key)
+    if by_name is None:
+        if _kept_names is not None and _kept_names.match(key):
+            by_name = 0  # kept, whatever it holds
+        else:
+            by_name = 1 if _CONTENT_NAME.match(key) or _SECRET_NAME.search(key) else 2
+        if len(_private_names) >= 4096:
+            _private_names.clear()
+        _private_names[key] = by_name
+    if by_name != 2:
+        return by_name == 1
+    return bool(text) and _SECRET_VALUE.search(text) is not None
 
 
 class Call:
@@ -203,25 +287,42 @@ def token_count(attributes: dict[str, Any], keys: Iterable[str], notes: list[str
 
 
 def count_of(value: Any, notes: list[str]) -> int:
-    """`token_count` of a value already found."""
-    if type(value) is int and value >= 0:
+    """`token_count` of a value already found. AbsurdValue if it is not a finite number (NaN, infinity, as a
+    double or as text) or beyond UInt64."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
         return value
     if value is None:
         return 0
     if isinstance(value, bool):
         notes.append(f"non-numeric token count {value!r}")
         return 0
-    if isinstance(value, int) and value >= 0:
-        return value
+    if isinstance(value, int):
+        if value > MAX_COUNT:
+            raise AbsurdValue(f"token count {value} is beyond 2^64")
+        if value >= 0:
+            return int(value)
+    elif isinstance(value, str) and value.strip().isdecimal():  # exactly, beyond a double's 2^53 too
+        if int(value) > MAX_COUNT:
+            raise AbsurdValue(f"token count {_short(value)!r} is beyond 2^64")
+        return int(value)
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        notes.append(f"non-numeric token count {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        notes.append(f"non-numeric token count {_short(value)!r}")
         return 0
+    if number != number or number in (float("inf"), float("-inf")):
+        raise AbsurdValue(f"token count {_short(value)!r} is not a finite number")
+    if number > MAX_COUNT:
+        raise AbsurdValue(f"token count {_short(value)!r} is beyond 2^64")
     if number < 0 or number != int(number):
         notes.append(f"odd token count {value!r}")
         return max(int(number), 0)
     return int(number)
+
+
+def _short(value: Any) -> Any:
+    """A value as quoted in a note: long text cut."""
+    return value[:40] + "..." if isinstance(value, str) and len(value) > 43 else value
 
 
 def attributes_of(key_values: Any) -> dict[str, Any]:
@@ -242,8 +343,8 @@ def facts_of(attributes: dict[str, Any]) -> tuple[dict[str, Any], bool, bool, di
 
 # What `facts_of_entries` needs to know of one attribute, worked out once per distinct attribute:
 # (key, its fact or None, the spelling's rank, the fact's value (a count as sent, any other fact as text) or
-# None, the text kept in the `attributes` column or None (promoted to a column), 1 names usage / 2 a cache hit,
-# the value as decoded).
+# None, the text kept in the `attributes` column or None (promoted to a column, or private), 1 names usage / 2 a
+# cache hit, the value as decoded or PRIVATE).
 AttributeEntry = tuple[str, "str | None", int, Any, "str | None", int, Any]
 
 
@@ -251,6 +352,8 @@ def attribute_entry(key: str, value: Any) -> AttributeEntry:
     text = value if type(value) is str else as_text(value)
     spelling = SPELLINGS.get(key)
     if spelling is None:
+        if is_private(key, text):
+            return key, None, 0, None, None, 0, PRIVATE
         return key, None, 0, None, text, 0, value
     fact, rank, is_count, promoted, is_usage = spelling
     fact_value = None if value is None else value if is_count else text
@@ -407,14 +510,16 @@ def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
     return LiteRequest.FromString(request)
 
 
-def calls_in(request: ExportTraceServiceRequest | bytes) -> Iterator[Call]:
+def calls_in(request: ExportTraceServiceRequest | bytes, set_aside: list | None = None) -> Iterator[Call]:
     """Every LLM call an OTLP export request (a message, or its protobuf bytes) describes; other spans are
-    skipped."""
+    skipped. With `set_aside` (a list), a span that cannot be read into a storable call is appended to it as
+    (trace_id, span_id, reason, the span as text) instead of raising."""
     for resource_spans in lite_request(request).resource_spans:
         resource: dict[str, Any] = {}
         for encoded in resource_spans.resource.attributes:
             entry = _ATTRIBUTES.get(encoded) or _attribute(encoded)
-            resource[entry[0]] = entry[6]  # (the last of a repeated key wins)
+            if entry[6] is not PRIVATE:
+                resource[entry[0]] = entry[6]  # (the last of a repeated key wins)
         service_name = as_text(resource.get("service.name")) or "unknown_service"
         resource_text = {key: as_text(value) for key, value in resource.items()}
         resource_json = resource_json_of(resource_text)
@@ -424,8 +529,47 @@ def calls_in(request: ExportTraceServiceRequest | bytes) -> Iterator[Call]:
                 facts, names_usage, names_cache_hit, rest = span_facts(span.attributes)
                 if not is_llm_call(facts, names_usage, names_cache_hit):
                     continue
-                yield to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text,
-                              resource_json)
+                try:
+                    call = to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text,
+                                   resource_json)
+                except Exception as exc:
+                    if set_aside is None:
+                        raise
+                    set_aside.append((span.trace_id.hex(), span.span_id.hex(), _reason(exc),
+                                      span_text(span, facts, rest, service_name, scope_name)))
+                    continue
+                yield call
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, SetAside) else f"{type(exc).__name__}: {exc}"
+
+
+def span_text(span: Any, facts: dict[str, Any], rest: dict[str, str], service_name: str, scope_name: str) -> str:
+    """A span (`LiteRequest`) as JSON text for the dead letters: what was read of it, private attributes left
+    out as they are from rows."""
+    document = {"trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                "parent_span_id": span.parent_span_id.hex(), "name": span.name,
+                "start_time_unix_nano": span.start_time_unix_nano, "end_time_unix_nano": span.end_time_unix_nano,
+                "service_name": service_name, "scope_name": scope_name,
+                "facts": {key: as_text(value) for key, value in facts.items()}, "attributes": rest}
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_text(request: bytes, limit: int = 1 << 20) -> str:
+    """An OTLP request (protobuf bytes) as JSON text for the dead letters, its spans as `span_text` (so without
+    private attributes), at most `limit` characters; what can be read of it if it is not readable at all."""
+    try:
+        spans = []
+        for resource_spans in lite_request(request).resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    facts, _, _, rest = span_facts(span.attributes)
+                    spans.append(span_text(span, facts, rest, "", scope_spans.scope.name))
+        text = "[" + ",".join(spans) + "]"
+    except Exception as exc:
+        return f"unreadable request of {len(request)} bytes: {type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[:limit] + "...(cut)"
 
 
 def is_llm_call(facts: dict[str, Any], names_usage: bool, names_cache_hit: bool) -> bool:
@@ -437,19 +581,33 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
             scope_name: str, resource: dict[str, str], resource_json: str | None = None) -> Call:
     notes: list[str] = []
     get = facts.get
-    cache_hit_kind = get("cache_hit_kind", "")
-    if cache_hit_kind:
-        # What the avoided call would have used: priced as the savings, never as a cost.
-        usage = PricedUsage(input_tokens=count_of(get("cache_hit_input"), notes),
-                            output_tokens=count_of(get("cache_hit_output"), notes))
-        has_usage = True
-    else:
-        usage = usage_of(facts, scope_name, notes)
-        has_usage = names_usage
-    prefix_length = get("prefix_length", 0)
-    if type(prefix_length) is not int or prefix_length < 0:
-        prefix_length = count_of(prefix_length, notes)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if start > MAX_TIMESTAMP_NS:
+        raise SetAside(f"start time {start} ns is after 2106-02-07, beyond the rollups' minutes (DateTime)")
+    cache_hit_kind = get("cache_hit_kind", "")
+    try:
+        if cache_hit_kind:
+            # What the avoided call would have used: priced as the savings, never as a cost.
+            usage = PricedUsage(input_tokens=count_of(get("cache_hit_input"), notes),
+                                output_tokens=count_of(get("cache_hit_output"), notes))
+            has_usage = True
+        else:
+            usage = usage_of(facts, scope_name, notes)
+            has_usage = names_usage
+    except AbsurdValue as exc:
+        # Unknown, never zero: no usage and no cost, flagged, the reason in the note.
+        notes.append(f"token usage unknown: {exc}")
+        usage, has_usage = _NO_USAGE, False
+    prefix_length = get("prefix_length", 0)
+    if type(prefix_length) is not int or not 0 <= prefix_length <= MAX_PREFIX_LENGTH:
+        try:
+            prefix_length = count_of(prefix_length, notes)
+        except AbsurdValue as exc:
+            notes.append(f"prefix length dropped: {exc}")
+            prefix_length = 0
+        if prefix_length > MAX_PREFIX_LENGTH:
+            notes.append(f"prefix length {prefix_length} is beyond 2^32: dropped")
+            prefix_length = 0
     # (positional, in `Call`'s order: a third of the cost of 28 keyword arguments, once per span)
     return Call(
         start, (end - start) / 1e6 if end > start else 0.0,
@@ -478,6 +636,8 @@ def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> Priced
         # Input tokens that exclude the cache (Anthropic's raw `input_tokens`): the conventions count it in.
         notes.append(f"input tokens {input_tokens} excluded cache reads and writes: counted them in")
         input_tokens += cache_read + cache_write
+    if input_tokens > MAX_COUNT:
+        raise AbsurdValue(f"input tokens with the cache counted in ({input_tokens}) are beyond 2^64")
     v = get("output", 0)
     output_tokens = v if type(v) is int and v >= 0 else count_of(v, notes)
     v = get("cache_write_1h", 0)
@@ -491,6 +651,7 @@ def usage_of(facts: dict[str, Any], scope_name: str, notes: list[str]) -> Priced
 
 
 _new_usage = tuple.__new__  # (PricedUsage's fields in order, without its keyword-argument constructor)
+_NO_USAGE = PricedUsage()
 assert PricedUsage._fields == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                                "cache_write_1h_tokens", "reasoning_tokens", "web_searches")
 

@@ -4,13 +4,20 @@
 each call once, calls stored lately skipped). `Loader` is the one writer: it reads the spool in order,
 batches rows (`batch_rows` rows or `batch_seconds` after the first one) and inserts each batch with a
 deduplication token derived from its spool offsets, retrying while the store is down.
+
+What is not the store being down cannot stop storage: a span that cannot be read or priced, and a row the store
+refuses (found by splitting the batch in halves until the refused rows are alone), go to `llm_dead_letters` with
+the reason; a batch spanning more months than ClickHouse takes in one insert is inserted in parts. The loader is
+supervised: an unexpected error restarts it from its last checkpoint, and its progress is what health reports.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -18,8 +25,8 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ..store import Store
-from .normalize import Call, calls_in, one_per_call
+from ..store import Store, StoreError
+from .normalize import Call, calls_in, one_per_call, request_text
 from .pricing import Price, PriceCatalog
 from .rows import COLUMNS, row
 from .spool import Spool
@@ -30,12 +37,76 @@ SPANS_TABLE = "llm_spans"
 # Test hook (collector/README.md): while this file exists, the loader dies right after an insert succeeds and
 # before it records so in the spool checkpoint, the worst moment for a crash.
 CRASH_AFTER_INSERT_FILE = os.environ.get("OTEL_LLMCOST_FAULT_CRASH_AFTER_INSERT_FILE") or None
+# Test hook (collector/README.md): while this file exists, the loader fails (an unexpected exception) on every
+# spool record it reads, as a bug would.
+LOADER_FAIL_FILE = os.environ.get("OTEL_LLMCOST_FAULT_LOADER_FAIL_FILE") or None
+DEAD_LETTERS_TABLE = "llm_dead_letters"
+DEAD_LETTER_COLUMNS = ("trace_id", "span_id", "reason", "record", "spool_batch")
+# ClickHouse refuses an insert whose rows fall in more partitions (months of `timestamp`) than this
+# (`max_partitions_per_insert_block`, a server setting): larger batches are inserted in parts.
+MAX_PARTITIONS_PER_INSERT = 100
+# Server error codes of a store that cannot take writes now, whatever the rows (retry, do not set rows aside):
+# timeouts, memory, disk space, too many parts or queries, read-only tables, replication and network trouble,
+# unknown tables or columns (a schema being changed), authentication and access.
+TRANSIENT_CODES = frozenset((3, 16, 32, 47, 60, 81, 159, 164, 202, 209, 210, 225, 236, 241, 242, 243, 252, 285, 286,
+                             319, 394, 425, 497, 516, 999, 1000, 1001))
+_ERROR_CODE = re.compile(r"\bCode:\s*(\d+)")
+# When every row of a batch is refused, one at a time, this many times in a row, the store is refusing
+# everything (not these rows): retry instead of setting the batch aside.
+REFUSED_ALONE_BEFORE_RETRY = 8
 # The loader's full garbage collections, this often (its young ones follow each insert; see Loader.run).
 GC_FULL_SECONDS = 60.0
 
 
 class StoreUnavailable(Exception):
-    """The store refused a write; the exporter should retry later."""
+    """The store cannot take writes now; retry later."""
+
+
+class RowsRefused(Exception):
+    """The store is up but refused these rows (a value it cannot hold, ...)."""
+
+
+def store_is_down(exc: BaseException) -> bool:
+    """Whether an insert failed because of the store (retry the same rows) rather than because of them."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, (StoreError, OperationalError, OSError)):
+        return True  # (StoreError: the store-down test hook; OperationalError: no connection)
+    message = str(exc)
+    if "partitions for single INSERT block" in message:
+        return False  # (code 252 too, but caused by the rows: split, see MAX_PARTITIONS_PER_INSERT)
+    match = _ERROR_CODE.search(message)
+    return bool(match) and int(match.group(1)) in TRANSIENT_CODES
+
+
+@dataclass
+class DeadLetter:
+    """A span set aside: not stored in llm_spans, kept in llm_dead_letters with the reason."""
+    trace_id: str
+    span_id: str
+    reason: str
+    record: str  # the span, row or request as JSON text (private attributes already left out)
+
+
+def row_text(values: tuple) -> str:
+    """A row of llm_spans as JSON text (a dead letter's record)."""
+    return json.dumps(dict(zip(COLUMNS, values)), default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def partition_chunks(rows: list[tuple]) -> list[list[tuple]]:
+    """`rows` in parts of at most MAX_PARTITIONS_PER_INSERT months of their timestamps (nearly always one part:
+    the rows of a batch are checked by their span of time, without a look at each)."""
+    stamps = [r[0] for r in rows]
+    # (ClickHouse's toYYYYMM: months of UTC; 96 months of 28+ days is fewer than 100 months)
+    if not stamps or max(stamps) - min(stamps) < 96 * 28 * 86_400 * 10**9:
+        return [rows]
+    months: dict[tuple[int, int], list[tuple]] = {}
+    for r in rows:
+        t = time.gmtime(r[0] // 10**9)
+        months.setdefault((t.tm_year, t.tm_mon), []).append(r)
+    ordered = [months[m] for m in sorted(months)]
+    return [[r for group in ordered[i:i + MAX_PARTITIONS_PER_INSERT] for r in group]
+            for i in range(0, len(ordered), MAX_PARTITIONS_PER_INSERT)]
 
 
 @dataclass
@@ -52,6 +123,7 @@ class Stats:
         "requests_received", "spans_received", "spans_rejected", "requests_rejected_full", "requests_spooled",
         "llm_spans", "spans_priced", "spans_unpriced", "spans_no_usage", "spans_duplicate", "spans_stored",
         "insert_batches", "insert_errors", "forward_sent", "forward_failed", "forward_dropped",
+        "spans_dead_lettered", "inserts_refused", "loader_restarts", "spool_write_errors",
     )
 
     def __init__(self) -> None:
@@ -152,26 +224,42 @@ class Pipeline:
         return self.catalog.price(call.provider, call.model, call.timestamp_ns, call.usage, call.service_tier)
 
     def rows_for(self, request: ExportTraceServiceRequest | bytes, recent: RecentCalls | None = None,
-                 skip: set[tuple[str, str]] | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
+                 skip: set[tuple[str, str]] | None = None,
+                 dead: list[DeadLetter] | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
         """Rows of the LLM calls in `request` (a message or its protobuf bytes) not stored lately, and the
         (trace_id, span_id) of the calls left out as already stored. The rows' calls are remembered as stored: the
         caller must store them. `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay),
-        dedup against an empty `recent` and leave out exactly the calls left out then."""
-        calls = one_per_call(list(calls_in(request)))
-        if not calls:
-            return [], []
+        dedup against an empty `recent` and leave out exactly the calls left out then. `dead`: spans that cannot
+        be stored are appended to it (else they are dropped, logged)."""
+        set_aside: list = []
+        calls = one_per_call(list(calls_in(request, set_aside)))
         items = []
         priced = unpriced = no_usage = 0
         price = self.price
         for call in calls:
-            p = price(call)
+            try:
+                p = price(call)
+                items.append((call, row(call, p)))
+            except Exception as exc:  # a span no price or row can be made of: set aside, never the batch
+                set_aside.append((call.trace_id, call.span_id, f"{type(exc).__name__}: {exc}", repr(call)))
+                continue
             if not call.has_usage:
                 no_usage += 1
             elif p.status == "priced":
                 priced += 1
             else:
                 unpriced += 1
-            items.append((call, row(call, p)))
+        if set_aside:
+            letters = [DeadLetter(*entry) for entry in set_aside]
+            if dead is not None:
+                dead.extend(letters)
+            else:
+                logger.warning("dropped %d spans that cannot be stored: %s", len(letters), letters[0].reason)
+        if not items:
+            if calls:
+                self.stats_.add(llm_spans=len(calls))
+            return [], []
+        readable = len(items)
         if skip:
             items = [item for item in items if (item[0].trace_id, item[0].span_id) not in skip]
         recent = recent if recent is not None else self.recent
@@ -179,28 +267,91 @@ class Pipeline:
             fresh, left_out = recent.take(items)
         skipped = [(call.trace_id, call.span_id) for call in left_out]
         self.stats_.add(llm_spans=len(calls), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
-                        spans_duplicate=len(calls) - len(fresh))
+                        spans_duplicate=readable - len(fresh))
         return [r for _, r in fresh], skipped
 
     def write(self, rows: list[tuple], dedup_token: str | None = None) -> None:
+        """Inserts rows: StoreUnavailable if the store cannot take them now, RowsRefused if it refused them."""
         started = time.perf_counter()
         try:
             # distinct_keys: `rows_for` lets each (trace_id, span_id) into a batch once.
             self.store.insert(SPANS_TABLE, rows, COLUMNS, dedup_token=dedup_token, distinct_keys=True)
         except Exception as exc:
-            self.stats_.add(insert_errors=1)
-            self.stats_.set(store_down=True)
-            raise StoreUnavailable(str(exc).strip()) from exc
+            if store_is_down(exc):
+                self.stats_.add(insert_errors=1)
+                self.stats_.set(store_down=True)
+                raise StoreUnavailable(str(exc).strip()) from exc
+            self.stats_.add(inserts_refused=1)
+            raise RowsRefused(f"{type(exc).__name__}: {str(exc).strip()}"[:2000]) from exc
         self.stats_.insert_latency((time.perf_counter() - started) * 1000)
         self.stats_.add(insert_batches=1, spans_stored=len(rows))
         self.stats_.set(store_down=False)
 
+    def write_batch(self, rows: list[tuple], dedup_token: str | None = None) -> list[DeadLetter]:
+        """Inserts rows (in parts of at most MAX_PARTITIONS_PER_INSERT months); the rows the store refuses are
+        found by halving the refused inserts and returned as dead letters, the rest are stored. Each part and half
+        has a token derived from `dedup_token`, the same when the batch is replayed. StoreUnavailable if the
+        store cannot take writes now (nothing is set aside then)."""
+        dead: list[DeadLetter] = []
+        chunks = partition_chunks(rows)
+        state = {"stored": 0, "refused_alone": 0}
+        # The client logs each value it cannot serialize, with a traceback: once per halving step. The refusal is
+        # logged once, with the dead letters (Loader._flush).
+        client_log = logging.getLogger("clickhouse_connect")
+        level = client_log.level
+        try:
+            for i, chunk in enumerate(chunks):
+                token = dedup_token if len(chunks) == 1 or dedup_token is None else f"{dedup_token}:p{i}"
+                self._write_halving(chunk, token, dead, state, client_log)
+        finally:
+            client_log.setLevel(level)
+        return dead
+
+    def _write_halving(self, rows: list[tuple], token: str | None, dead: list[DeadLetter], state: dict,
+                       client_log: logging.Logger) -> None:
+        """Inserts rows; if refused, each half on its own; a row refused alone is a dead letter."""
+        try:
+            self.write(rows, token)
+            state["stored"] += len(rows)
+            return
+        except RowsRefused as exc:
+            refused = exc
+        client_log.setLevel(logging.CRITICAL)
+        if len(rows) > 1:
+            middle = len(rows) // 2
+            self._write_halving(rows[:middle], token and token + ":a", dead, state, client_log)
+            self._write_halving(rows[middle:], token and token + ":b", dead, state, client_log)
+            return
+        state["refused_alone"] += 1
+        if not state["stored"] and state["refused_alone"] >= REFUSED_ALONE_BEFORE_RETRY:
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(f"the store refuses every row, one at a time: {refused}") from refused
+        values = rows[0]
+        dead.append(DeadLetter(values[2], values[3], f"refused by the store: {refused}", row_text(values)))
+
+    def write_dead_letters(self, letters: list[DeadLetter], dedup_token: str | None = None) -> None:
+        """Stores dead letters (StoreUnavailable if it cannot: their batch is then retried as a whole)."""
+        if not letters:
+            return
+        rows = [(d.trace_id, d.span_id, d.reason, d.record, dedup_token or "") for d in letters]
+        try:
+            self.store.insert(DEAD_LETTERS_TABLE, rows, DEAD_LETTER_COLUMNS,
+                              dedup_token=dedup_token and dedup_token + ":dead")
+        except Exception as exc:
+            self.stats_.add(insert_errors=1)
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(f"cannot store dead letters: {exc}") from exc
+        self.stats_.add(spans_dead_lettered=len(letters))
+
     def accept(self, request: ExportTraceServiceRequest) -> Outcome:
         """Synchronous path (no spool): normalize, price and insert one request now."""
-        rows, _ = self.rows_for(request)
+        dead: list[DeadLetter] = []
+        rows, _ = self.rows_for(request, dead=dead)
         if rows:
-            self.write(rows)
-        return Outcome(received=len(rows), stored=len(rows))
+            dead += self.write_batch(rows)
+        self.write_dead_letters(dead)
+        stored = len(rows) - sum(1 for d in dead if d.reason.startswith("refused by the store"))
+        return Outcome(received=len(rows), stored=stored)
 
     def warm_up(self, limit: int = 200_000) -> int:
         """Remembers the calls stored in the last minutes (by any earlier collector process), so that an
@@ -227,7 +378,11 @@ class Pipeline:
 
 
 class Loader(threading.Thread):
-    """Spool -> store, in order, in batches; the only thread that writes spans to the store."""
+    """Spool -> store, in order, in batches; the only thread that writes spans to the store.
+
+    Supervised: an unexpected error is logged and the loader starts again from the spool checkpoint (as after a
+    restart of the collector), after a pause that doubles up to `max_retry_seconds`. `progress_at` is when it
+    last stored a batch or had caught up with the spool: `stalled()` is what health and the receivers look at."""
 
     def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 50_000, batch_seconds: float = 1.0,
                  retry_seconds: float = 0.5, max_retry_seconds: float = 5.0) -> None:
@@ -242,12 +397,22 @@ class Loader(threading.Thread):
         self.drain_deadline = 0.0
         self.position = spool.committed
         self.failed: BaseException | None = None
+        self.last_error = ""
+        self.spool_failing = ""  # why the last checkpoint write failed, while it does
         self.collects = False
         self.collected_at = self.full_collected_at = time.monotonic()
+        self.progress_at = time.monotonic()
 
-    # The batch being built: rows, and the spool range [start, end) they came from.
+    def stalled(self, seconds: float) -> bool:
+        """Whether the loader has had work (spooled data not stored) and neither stored a batch nor caught up for
+        `seconds`, other than because the store is down (which health reports on its own)."""
+        return (time.monotonic() - self.progress_at > seconds and self.spool.backlog > 0
+                and not self.pipeline.stats_.values["store_down"])
+
+    # The batch being built: rows, dead letters, and the spool range [start, end) they came from.
     def _new_batch(self) -> None:
         self.rows: list[tuple] = []
+        self.dead: list[DeadLetter] = []
         self.skipped: list[tuple[str, str]] = []
         self.records = 0
         self.start = self.end = self.position
@@ -266,14 +431,36 @@ class Loader(threading.Thread):
         self.collects = bool(threshold)  # (0: the application turned automatic collection off)
         if self.collects:
             gc.set_threshold(max(threshold, 100_000), *older)
+        delay = self.retry_seconds
         try:
-            self._run()
+            while True:
+                try:
+                    self._run()
+                    return
+                except Exception as exc:  # a bug or an unforeseen failure: never a silent dead thread
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.pipeline.stats_.add(loader_restarts=1)
+                    logger.exception("loader failed; starting again from the spool checkpoint in %.1fs "
+                                     "(spooled spans stay in the spool)", delay)
+                    if self.stopping.wait(delay):
+                        return
+                    delay = min(delay * 2, self.max_retry_seconds)
+                    self._restart()
         except BaseException as exc:  # never silently: the spool keeps the data for the next start
             self.failed = exc
             logger.exception("loader stopped: spooled spans stay in the spool until the next start")
         finally:
             if self.collects:
                 gc.set_threshold(threshold, *older)
+
+    def _restart(self) -> None:
+        """As after a collector restart: read from the checkpoint again (replaying the batch in flight, if one
+        was), with the memory of recent calls rebuilt from the store (the rows of the batch given up were
+        remembered as stored)."""
+        self.position = self.spool.committed
+        with self.pipeline.lock:
+            self.pipeline.recent = RecentCalls(self.pipeline.recent.capacity)
+        self.pipeline.warm_up()
 
     def _run(self) -> None:
         if self.spool.inflight:
@@ -309,30 +496,41 @@ class Loader(threading.Thread):
             timeout = self.batch_seconds if self.end == self.start else \
                 max(self.first_at + self.batch_seconds - time.monotonic(), 0.001)
             if caught_up:
+                self.progress_at = time.monotonic()
                 if self.end == self.start:
                     self._collect_garbage(due_only=True)
                 self.spool.wait(self.position, min(timeout, 0.5))
 
     def _add(self, offset: int, payload: bytes, record_end: int, recent: RecentCalls | None = None,
              skip: set | None = None) -> None:
+        if LOADER_FAIL_FILE and os.path.exists(LOADER_FAIL_FILE):
+            raise RuntimeError(f"loader failure (fault injection: {LOADER_FAIL_FILE} exists)")
         if self.end == self.start:
             self.first_at = time.monotonic()
-        rows, skipped = self.pipeline.rows_for(payload, recent, skip)
+        try:
+            rows, skipped = self.pipeline.rows_for(payload, recent, skip, dead=self.dead)
+        except Exception as exc:  # a record no span can be read from: set aside whole, never a stalled loader
+            logger.exception("spool record at offset %d cannot be read: set aside as a dead letter", offset)
+            rows, skipped = [], []
+            self.dead.append(DeadLetter("", "", f"unreadable spool record at offset {offset}: "
+                                                f"{type(exc).__name__}: {exc}", request_text(payload)))
         self.rows.extend(rows)
         self.skipped.extend(skipped)
         self.records += 1
         self.end = self.position = record_end
 
     def _flush(self) -> bool:
-        """Stores the batch (retrying while the store is down) and advances the checkpoint. False if
-        stopping gave up on a down store (the batch stays in the spool)."""
-        if self.rows:
+        """Stores the batch (retrying while the store is down), its dead letters, and advances the checkpoint.
+        False if stopping gave up on a down store or an unwritable spool (the batch stays in the spool)."""
+        if self.rows or self.dead:
             token = self.spool.token(self.start, self.end)
-            self.spool.begin(self.start, self.end, self.skipped)
+            if not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
+                return False
             delay = self.retry_seconds
             while True:
                 try:
-                    self.pipeline.write(self.rows, token)
+                    refused = self.pipeline.write_batch(self.rows, token) if self.rows else []
+                    self.pipeline.write_dead_letters(self.dead + refused, token)
                     if CRASH_AFTER_INSERT_FILE and os.path.exists(CRASH_AFTER_INSERT_FILE):
                         os._exit(137)  # test hook: die between the insert and the checkpoint
                     break
@@ -342,12 +540,40 @@ class Loader(threading.Thread):
                                        self.spool.backlog)
                         return False
                     logger.warning("store write failed (%s); retrying in %.1fs, spooling meanwhile", exc, delay)
+                    self.progress_at = time.monotonic()  # waiting for the store (health says so), not stalled
                     time.sleep(delay)
                     delay = min(delay * 2, self.max_retry_seconds)
-        self.spool.commit(self.end, self.records)
+            letters = self.dead + refused
+            if letters:  # once per batch, after they are stored (not at each retry)
+                logger.warning("set aside %d spans as dead letters (table %s), first: %s %s: %s", len(letters),
+                               DEAD_LETTERS_TABLE, letters[0].trace_id, letters[0].span_id, letters[0].reason)
+        if not self._spool_write(lambda: self.spool.commit(self.end, self.records)):
+            return False
+        self.progress_at = time.monotonic()
         self._new_batch()
         self._collect_garbage()
         return True
+
+    def _spool_write(self, write) -> bool:
+        """Runs a checkpoint write, retrying while it fails (a disk briefly full); meanwhile health says so and
+        the receivers, whose appends fail too, push back. False if stopping gave up."""
+        delay = self.retry_seconds
+        while True:
+            try:
+                write()
+                if self.spool_failing:
+                    logger.info("spool checkpoint written again")
+                    self.spool_failing = ""
+                return True
+            except OSError as exc:
+                self.pipeline.stats_.add(spool_write_errors=1)
+                if not self.spool_failing:
+                    logger.error("spool checkpoint write failed (%s); retrying", exc)
+                self.spool_failing = str(exc)
+                if self.stopping.is_set() and time.monotonic() >= self.drain_deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_retry_seconds)
 
     def _collect_garbage(self, due_only: bool = False) -> None:
         """A young collection (see run), and a full one every GC_FULL_SECONDS; with `due_only`, only if the

@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from ..budgets import budget_status
 from ..guard import BUDGETS_PATH
 from ..store import QUERY_PATH, StoreError, encode_value
+from .normalize import MAX_TIMESTAMP_NS
 from .spool import Spool, SpoolFull
 
 logger = logging.getLogger("otel_llmcost.collector")
@@ -161,6 +162,8 @@ def reject_invalid_spans(request: ExportRequest) -> tuple[int, int, str]:
                     reason = "an invalid span_id"
                 elif not span.start_time_unix_nano or not span.end_time_unix_nano:
                     reason = "no start or end time"
+                elif span.start_time_unix_nano > MAX_TIMESTAMP_NS:
+                    reason = "a start time after 2106-02-07 (beyond the store's timestamps)"
                 else:
                     continue
                 bad.append(i)
@@ -179,14 +182,24 @@ def reject_invalid_spans(request: ExportRequest) -> tuple[int, int, str]:
 class Intake:
     """What both receivers do with a decoded request: validate, forward, spool (durably), answer."""
 
-    def __init__(self, spool: Spool, stats, forwarder=None, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+    def __init__(self, spool: Spool, stats, forwarder=None, retry_after: int = RETRY_AFTER_SECONDS,
+                 refusing: Callable[[], str] | None = None,
+                 health: Callable[[], tuple[bool, dict]] | None = None) -> None:
         self.spool = spool
         self.stats = stats
         self.forwarder = forwarder
         self.retry_after = retry_after
+        # Why nothing spooled now would be stored (the loader is dead or stalled), or "": then requests are not
+        # acknowledged (503 + Retry-After, gRPC UNAVAILABLE + RetryInfo) rather than spooled into a black hole.
+        self.refusing = refusing or (lambda: "")
+        self.health = health or (lambda: (True, {"status": "ok"}))
 
     def accept(self, request: ExportRequest, raw: bytes | None = None) -> ExportResponse:
         """`raw`: the request as protobuf bytes, when we have them (saves serializing it again)."""
+        refusal = self.refusing()
+        if refusal:
+            self.stats.add(requests_rejected_full=1)
+            raise Pushback(f"not accepting spans: {refusal}; retry later", True, self.retry_after)
         if self.forwarder is not None:
             self.forwarder.submit(raw if raw is not None else request.SerializeToString())
         kept, rejected, message = reject_invalid_spans(request)
@@ -204,6 +217,7 @@ class Intake:
                 raise Pushback(f"{exc}; {'the store is down' if store_down else 'the store is behind'}, "
                                f"retry later", store_down, self.retry_after) from exc
             except OSError as exc:
+                self.stats.add(spool_write_errors=1)
                 logger.error("spool write failed: %s", exc)
                 raise Pushback(f"spool write failed: {exc}", True, self.retry_after) from exc
         self.stats.add(requests_received=1, requests_spooled=1 if kept else 0, spans_received=kept,
@@ -256,7 +270,8 @@ def make_http_handler(intake: Intake, store, stats: Callable[[], dict], auth_tok
 
         def do_GET(self) -> None:
             if self.path == "/llmcost/v1/health":
-                self._send(200, b'{"status":"ok"}', "application/json")
+                ok, report = intake.health()
+                self._send(200 if ok else 503, json.dumps(report).encode(), "application/json")
             elif self.path == "/llmcost/v1/stats":
                 self._send(200, json.dumps(stats()).encode(), "application/json")
             elif self.path == BUDGETS_PATH:

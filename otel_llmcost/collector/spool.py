@@ -13,10 +13,15 @@ that after a crash the same rows are re-sent with the same deduplication token. 
 
 Group commit: writers append under one lock, then whoever holds the sync lock fsyncs everything written so
 far, so concurrent requests share one fsync.
+
+A failed write (a disk full) leaves the spool as it was: an append is cut back and raises OSError (the receivers
+push back), a checkpoint write can be repeated until it succeeds. The spool holds whole requests, prompts
+included: its directory is 0700 and its files 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -33,6 +38,21 @@ logger = logging.getLogger("otel_llmcost.collector")
 HEADER = struct.Struct("<II")
 SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 1 << 31
+# Test hook (collector/README.md): while this file exists, every spool write (appends and checkpoints) fails as
+# on a full disk.
+DISK_FULL_FILE = os.environ.get("OTEL_LLMCOST_FAULT_DISK_FULL_FILE") or None
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def _check_disk() -> None:
+    if DISK_FULL_FILE and os.path.exists(DISK_FULL_FILE):
+        raise OSError(errno.ENOSPC, f"No space left on device (fault injection: {DISK_FULL_FILE} exists)")
+
+
+def make_private_dir(directory: Path) -> None:
+    """Creates `directory` (and its parents) if need be; it, and the files in it, owner-only."""
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(directory, DIR_MODE)
 
 
 class SpoolFull(Exception):
@@ -42,10 +62,13 @@ class SpoolFull(Exception):
 class Spool:
     def __init__(self, directory: Path | str, max_bytes: int = 1 << 30, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
+        for path in self.dir.iterdir():  # (made by an older release, or with another umask)
+            if path.is_file():
+                os.chmod(path, FILE_MODE)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        self._lock_file = open(self.dir / "lock", "a+")
+        self._lock_file = os.fdopen(os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE), "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -81,7 +104,7 @@ class Spool:
         starts = self.segments()
         if not starts:
             start = self.committed
-            self.fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
             self.segment_start, self.written = start, start
             _fsync_dir(self.dir)
             return
@@ -106,12 +129,18 @@ class Spool:
             self.committed = self.written
 
     def _roll(self) -> None:
-        """Called with both locks held: the current segment is complete and durable; start the next."""
+        """Called with both locks held: the current segment is complete and durable; start the next. (If that
+        fails, e.g. on a full disk, nothing changed: the next append tries again.)"""
+        _check_disk()
         os.fsync(self.fd)
+        fd = os.open(self._path(self.written), os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        try:
+            _fsync_dir(self.dir)
+        except OSError:
+            os.close(fd)
+            raise
         os.close(self.fd)
-        self.segment_start = self.written
-        self.fd = os.open(self._path(self.segment_start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        _fsync_dir(self.dir)
+        self.fd, self.segment_start = fd, self.written
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -134,6 +163,7 @@ class Spool:
                 raise SpoolFull(f"spool holds {self.backlog} bytes not yet stored (limit {self.max_bytes})")
             view = memoryview(record)
             try:
+                _check_disk()
                 while view:
                     view = view[os.write(self.fd, view):]
             except OSError:  # e.g. disk full: cut the partial record, so that the next one starts clean
@@ -206,11 +236,13 @@ class Spool:
         self._save()
 
     def commit(self, end: int, records: int = 0) -> None:
-        """Everything before `end` is in the store: advance, and delete the segments no longer needed."""
-        self.committed = end
-        with self._write_lock:
-            self.pending_records -= records
-        self.inflight = None
+        """Everything before `end` is in the store: advance, and delete the segments no longer needed. OSError if
+        the checkpoint cannot be written: call it again (with the same arguments) until it succeeds."""
+        if end != self.committed or self.inflight is not None:
+            self.committed = end
+            with self._write_lock:
+                self.pending_records -= records
+            self.inflight = None
         self._save()
         starts = self.segments()
         for start, following in zip(starts, starts[1:]):
@@ -239,8 +271,9 @@ class Spool:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    _check_disk()
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -26,6 +26,10 @@ COUNTERS = {
     "spans_stored": ("llmcost.collector.spans.stored", "{span}", "rows inserted into llm_spans"),
     "insert_errors": ("llmcost.collector.insert.errors", "{error}", "failed store inserts (retried)"),
     "forward_dropped": ("llmcost.collector.forward.dropped", "{request}", "requests not forwarded (queue full)"),
+    "spans_dead_lettered": ("llmcost.collector.spans.dead_lettered", "{span}",
+                            "LLM spans set aside in llm_dead_letters instead of stored"),
+    "loader_restarts": ("llmcost.collector.loader.restarts", "{restart}", "loader restarts after an unexpected error"),
+    "spool_write_errors": ("llmcost.collector.spool.write_errors", "{error}", "failed spool writes (retried)"),
 }
 
 
@@ -98,8 +102,9 @@ class Telemetry:
         avg = s["insert_latency_ms_total"] / batches if batches else 0.0
         return (f"stats: received {s['spans_received']} spans ({s['spans_rejected']} rejected), "
                 f"llm {s['llm_spans']} (priced {s['spans_priced']}, unpriced {s['spans_unpriced']}, "
-                f"no usage {s['spans_no_usage']}, duplicate {s['spans_duplicate']}), stored {s['spans_stored']} "
-                f"in {batches} inserts (avg {avg:.1f} ms, max {s['insert_latency_ms_max']:.1f} ms), "
+                f"no usage {s['spans_no_usage']}, duplicate {s['spans_duplicate']}), stored {s['spans_stored']}, "
+                f"dead letters {s['spans_dead_lettered']}, loader restarts {s['loader_restarts']}, "
+                f"{batches} inserts (avg {avg:.1f} ms, max {s['insert_latency_ms_max']:.1f} ms), "
                 f"spool backlog {s['spool_backlog_bytes']} bytes / {s['queue_depth']} requests, "
                 f"refused {s['requests_rejected_full']} requests, store {'DOWN' if s['store_down'] else 'up'}")
 
