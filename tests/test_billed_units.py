@@ -197,3 +197,33 @@ def test_anthropic_fast_speed_and_compaction_iterations_are_priced(stream, spans
     assert compacted["input_tokens"] == top_level.input_tokens + compaction.input_tokens
     assert compacted["output_tokens"] == 900 + 3100
     assert compacted["attributes"][names.COMPACTION_INPUT_TOKENS] == str(152200)
+
+
+# -- reprice reads the billed units back ------------------------------------------------------------------------
+
+
+def test_reprice_prices_the_stored_billed_units_to_the_same_amounts(collector):
+    """`otel-llmcost reprice` rebuilds each row's usage from its columns and attributes (audio and image
+    columns, compaction counted out of the token columns, the speed tier, tool calls): with the same prices,
+    every row of this module comes out unchanged (idempotent, and nothing repriced as text or standard speed)."""
+    from otel_llmcost import reprice
+    from otel_llmcost.collector.pricing import PriceCatalog
+
+    sql = reprice.READ_SQL.replace("{price_columns}", ", ".join(reprice.PRICE_COLUMNS)).replace(
+        "{text_columns}", ", ".join(reprice.TEXT_COLUMNS)).replace("{model_filter}", "")
+    records = collector.query(sql, {"lo": 0, "hi": 2**62, "after_ts": -1, "after_trace": "", "after_span": "",
+                                    "page": 10_000})
+    billed = [r for r in records if r["price_status"] == "priced"]
+    assert {r["response_model"] for r in billed} >= {"gpt-audio-2025-08-28", "gpt-5-2025-08-07",
+                                                     "gemini-2.5-flash-image", "claude-opus-4-8", "claude-opus-4-6"}
+    catalog = PriceCatalog(price_file=None)
+    for record in billed:
+        new = reprice.new_values(record, catalog)
+        assert not reprice.changed(record, new), (record, new)
+    # Read without its units, a row would come out changed: the check above can fail.
+    stripped = [dict(r, attributes={}, input_audio_tokens=0, output_audio_tokens=0, output_image_tokens=0)
+                for r in billed]
+    # (except where the unit is priced as its tokens anyway: gpt-4o-audio-preview's audio, and compaction
+    # iterations of a model without a long-context tier)
+    assert all(reprice.changed(r, reprice.new_values(s, catalog)) for r, s in zip(billed, stripped)
+               if r["response_model"] not in ("gpt-4o-audio-preview-2025-06-03", "claude-opus-4-6"))
