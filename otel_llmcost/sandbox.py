@@ -564,6 +564,8 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8089) -> None:
         with Sandbox(host, port) as sb:
             print(f"OPENAI_BASE_URL={sb.openai_base_url}", flush=True)
             print(f"ANTHROPIC_BASE_URL={sb.anthropic_base_url}", flush=True)
+            # Calls to loopback are a self-hosted model's unless told: this stand-in is the hosted APIs'.
+            print(f"OTEL_LLMCOST_PROVIDER_HOSTS={host}=hosted", flush=True)
             while not stop.wait(0.5):  # short waits keep Ctrl-C responsive
                 pass
     except KeyboardInterrupt:
