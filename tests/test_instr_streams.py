@@ -359,3 +359,39 @@ def test_with_streaming_response_never_parsed_ends_when_dropped(oai, spans, no_d
     del response
     gc.collect()
     assert len(finished(spans)) == 1
+
+
+# -- streams closed before their usage report: estimated from the text seen, flagged -------------------------
+
+
+def test_anthropic_stream_closed_before_its_final_usage_is_estimated(anth, spans, no_double_end):
+    stream = anth.messages.create(**MESSAGE, stream=True)
+    start, text = None, ""
+    for event in stream:
+        if event.type == "message_start":
+            start = event.message.usage
+        elif event.type == "content_block_delta":
+            text += event.delta.text
+            if len(text) > 8:
+                break
+    stream.close()
+    (span,) = finished(spans)
+    assert span.attributes[names.USAGE_ESTIMATED] is True
+    assert span.attributes[names.INPUT_TOKENS] == start.input_tokens + (start.cache_read_input_tokens or 0) + (
+        start.cache_creation_input_tokens or 0)  # the input is the API's own count
+    assert span.attributes[names.OUTPUT_TOKENS] == max(start.output_tokens, -(-len(text) // 4))
+    assert "closed early" in span.attributes[names.USAGE_NOTE]
+
+
+def test_responses_stream_closed_before_completion_is_estimated(oai, spans, no_double_end):
+    stream = oai.responses.create(model="gpt-4o-mini", input="tell me a story", max_output_tokens=40, stream=True)
+    text = ""
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            text += event.delta
+            break
+    stream.close()
+    (span,) = finished(spans)
+    assert span.attributes[names.USAGE_ESTIMATED] is True
+    assert span.attributes[names.OUTPUT_TOKENS] == -(-len(text) // 4)
+    assert span.attributes[names.INPUT_TOKENS] == -(-len("tell me a story") // 4)

@@ -11,6 +11,7 @@ spans are exported and the collector counts the call once (see the collector's d
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Collection, Mapping
 
@@ -18,7 +19,8 @@ from opentelemetry import context
 
 from .. import hosts, names
 from . import semconv
-from .core import CALL_IN_PROGRESS_KEY, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
+from .core import (CALL_IN_PROGRESS_KEY, Described, Endpoint, Once, Provider, StreamReader, field, positive_int,
+                   stainless_describe)
 from .instrumentor import SdkInstrumentor
 
 def provider_name(client: Any) -> str:
@@ -152,17 +154,32 @@ def _model_values(model: Any) -> dict[str, Any]:
 
 
 class MessageEventReader(StreamReader):
-    """`message_start` carries the input side of the usage; each `message_delta` the running totals."""
+    """`message_start` carries the input side of the usage; each `message_delta` the running totals. A stream
+    closed before its `message_delta` has the input but not the output: the output is estimated from the text
+    streamed (about 4 characters a token) and flagged (`llmcost.usage.estimated`)."""
 
-    __slots__ = ("message", "usage")
+    __slots__ = ("message", "usage", "body", "characters", "delta_seen")
 
     def __init__(self) -> None:
-        self.message = None
+        self.message = self.body = None
         self.usage: dict[str, Any] = {}
+        self.characters = 0
+        self.delta_seen = False
+
+    def begin(self, described: Described, record_result: Any) -> None:
+        self.body = described.body
 
     def read(self, event: Any) -> None:
         kind = event.get("type") if type(event) is dict else getattr(event, "type", None)  # `field`, written out
-        if kind == "message_delta":
+        if kind == "content_block_delta":
+            delta = event.get("delta") if type(event) is dict else getattr(event, "delta", None)
+            # (its fields as a dict: `getattr` of a field this kind of delta lacks raises inside pydantic)
+            values = delta if type(delta) is dict else getattr(delta, "__dict__", None) or {}
+            text = values.get("text") or values.get("partial_json") or values.get("thinking")
+            if type(text) is str:
+                self.characters += len(text)
+        elif kind == "message_delta":
+            self.delta_seen = True
             self._merge(field(event, "usage"))
         elif kind == "message_start":
             self.message = field(event, "message")
@@ -183,6 +200,13 @@ class MessageEventReader(StreamReader):
             add_message_identity(attributes, self.message)
         if names.INPUT_TOKENS not in attributes:
             attributes[names.USAGE_MISSING] = True
+        elif not self.delta_seen and self.body is not None:
+            estimate = -(-self.characters // 4)
+            if estimate > attributes.get(names.OUTPUT_TOKENS, 0):
+                attributes[names.OUTPUT_TOKENS] = estimate
+            attributes[names.USAGE_ESTIMATED] = True
+            attributes[names.USAGE_NOTE] = ("the stream ended before its final usage (closed early or cut short): "
+                                           "output tokens estimated from the text, about 4 characters a token")
         return attributes
 
 
@@ -205,6 +229,67 @@ ENDPOINTS = {
                              _stream_finish_reasons, semconv.anthropic_output, _event_text),
     "/v1/complete": Endpoint("text_completion", read_message, None, semconv.anthropic_finish_reasons),
 }
+
+
+_recorded = Once()  # (batch id, custom_id) of the Message Batch results recorded
+
+
+class BatchResultReader(StreamReader):
+    """`messages.batches.results()` (and the beta one): each succeeded result, as the app reads it, becomes a
+    call of its own (`record_result`), priced at the batch rate and linked to the batch and its custom_id.
+    Errored, canceled and expired requests are not billed: no row."""
+
+    __slots__ = ("batch_id", "record")
+
+    def __init__(self) -> None:
+        self.batch_id = None
+        self.record: Any = None
+
+    def begin(self, described: Described, record_result: Any) -> None:
+        self.batch_id = described.body.get("batch_id")
+        self.record = record_result
+
+    def read(self, line: Any) -> bool:
+        result = field(line, "result")
+        if field(result, "type") != "succeeded":
+            return False
+        message = field(result, "message")
+        custom_id = field(line, "custom_id")
+        if message is None or not _recorded.first((self.batch_id, custom_id)):
+            return False
+        attributes = read_message(message)
+        attributes[names.OPERATION] = "chat"
+        model = field(message, "model")
+        if isinstance(model, str):
+            attributes[names.REQUEST_MODEL] = model
+        attributes[names.SERVICE_TIER] = "batch"
+        if self.batch_id:
+            attributes[names.BATCH_ID] = self.batch_id
+        if isinstance(custom_id, str):
+            attributes[names.BATCH_CUSTOM_ID] = custom_id
+        self.record(attributes)
+        return False
+
+    def attributes(self) -> dict[str, Any]:
+        return {names.BATCH_ID: self.batch_id} if self.batch_id else {}
+
+
+BATCH_RESULTS = Endpoint("batch_results", lambda result: {}, BatchResultReader, spends=False)
+_BATCH_RESULTS_PATH = re.compile(r"/v1/messages/batches/([^/?]+)/results(?:\?|$)")
+
+
+def describing_batch_results(describe: Any) -> Any:
+    """Wraps `describe` to see a Message Batch's results being fetched (their URL is the batch's `results_url`)."""
+
+    def describe_results(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described | None:
+        described = describe(wrapped, instance, args, kwargs)
+        if described is not None:
+            return described
+        options = args[1] if len(args) > 1 else kwargs["options"]
+        match = _BATCH_RESULTS_PATH.search(options.url) if str(options.method).lower() == "get" else None
+        return Described(BATCH_RESULTS, {"batch_id": match.group(1)}, None, False) if match else None
+
+    return describe_results
 
 
 def endpoint_for(path: str) -> Endpoint | None:
@@ -246,13 +331,22 @@ class AnthropicInstrumentor(SdkInstrumentor):
             raw_types += (LegacyAPIResponse,)
         except ImportError:
             pass
+        stream_types: tuple[type, ...] = (anthropic.Stream,)
+        async_stream_types: tuple[type, ...] = (anthropic.AsyncStream,)
+        try:  # batch results: JSON lines, read as the app iterates them
+            from anthropic._decoders.jsonl import AsyncJSONLDecoder, JSONLDecoder
+
+            stream_types += (JSONLDecoder,)
+            async_stream_types += (AsyncJSONLDecoder,)
+        except ImportError:
+            pass
         return Provider(
-            describe=stainless_describe(endpoint_for),
+            describe=describing_batch_results(stainless_describe(endpoint_for)),
             provider_name=provider_name,
             request_attributes=request_attributes,
             prefix=prefix,
-            stream_types=(anthropic.Stream,),
-            async_stream_types=(anthropic.AsyncStream,),
+            stream_types=stream_types,
+            async_stream_types=async_stream_types,
             raw_response_types=raw_types,
             server=semconv.stainless_server,
             input_messages=semconv.anthropic_input,

@@ -76,11 +76,28 @@ def env_flag(name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+class Once:
+    """Keys seen lately (bounded): a result's usage is recorded once per process however often it is fetched."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.keys: dict[Any, None] = {}
+
+    def first(self, key: Any) -> bool:
+        if key in self.keys:
+            return False
+        if len(self.keys) >= self.size:
+            self.keys.pop(next(iter(self.keys)))
+        self.keys[key] = None
+        return True
+
+
 class StreamReader:
     """Collects the attributes a stream's events carry; one per streamed call."""
 
-    def begin(self, described: "Described") -> None:
-        """Called once, before the first event: what the request was (to estimate usage it never reports)."""
+    def begin(self, described: "Described", record_result: Callable[[dict[str, Any]], None]) -> None:
+        """Called once, before the first event: what the request was (to estimate usage it never reports), and
+        the function that makes a span of one result of a batch (for streams of batch results)."""
 
     def read(self, event: Any) -> Any:
         """Called for every event of the stream, before the application gets it. A true result swallows the
@@ -105,6 +122,11 @@ class Endpoint:
     output_messages: Callable[[Any], list[dict[str, Any]]] | None = None
     # The text a stream's event adds to the output (read only when the user opts in to message content).
     stream_text: Callable[[Any], str | None] | None = None
+    # Endpoints that return the results of many calls (batch results): the attributes of each result, each made
+    # a span of its own (see `_Call.record_result`); None for any other endpoint.
+    results: Callable[[Any, Mapping[str, Any]], Iterable[dict[str, Any]]] | None = None
+    # False for calls that fetch what already ran (a batch's results, a background response): no budget guard.
+    spends: bool = True
 
 
 class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
@@ -212,11 +234,12 @@ def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
-    __slots__ = ("span", "endpoint", "reader", "ended", "described", "telemetry", "request", "started", "content")
+    __slots__ = ("span", "endpoint", "reader", "ended", "described", "telemetry", "request", "started", "content",
+                 "tracer")
 
     def __init__(self, span: trace.Span, endpoint: Endpoint, described: Described | None = None,
                  telemetry: "Telemetry | None" = None, request: Mapping[str, Any] | None = None,
-                 started: int = 0) -> None:
+                 started: int = 0, tracer: trace.Tracer | None = None) -> None:
         self.span = span
         self.endpoint = endpoint
         self.reader: StreamReader | None = None
@@ -226,6 +249,23 @@ class _Call:
         self.request = request  # the span's attributes at its start
         self.started = started  # time.perf_counter_ns() at the start, for the metrics
         self.content: dict[str, Any] | None = None  # input messages kept for the event
+        self.tracer = tracer  # makes the spans of a batch's results
+
+    def record_result(self, attributes: dict[str, Any]) -> None:
+        """One result of a batch the app fetched, as a call of its own: a span child of the fetching call's,
+        attributed like it (its attribution and provider), with the result's own usage and model."""
+        try:
+            request = self.request or {}
+            result = {key: request[key] for key in (*names.ATTRIBUTION_KEYS, names.PROVIDER) if key in request}
+            result.update(attributes)
+            model = result.get(names.REQUEST_MODEL) or result.get(names.RESPONSE_MODEL)
+            operation = result.get(names.OPERATION, "chat")
+            span = self.tracer.start_span(f"{operation} {model}" if model else operation,
+                                          context=trace.set_span_in_context(self.span), kind=SpanKind.CLIENT,
+                                          attributes=result)
+            span.end()
+        except Exception:
+            log_once("could not record a batch result")
 
     def _stream_attributes(self) -> dict[str, Any] | None:
         try:
@@ -625,14 +665,14 @@ class RequestTracer:
             span = self.tracer.start_span(
                 f"{operation} {model}" if model else operation, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
             )
-            call = _Call(span, described.endpoint, described, telemetry, attributes, started)
+            call = _Call(span, described.endpoint, described, telemetry, attributes, started, self.tracer)
             if content is not None and self.settings.content_as_event:
                 call.content = content
             guard = _guard.active
         except Exception:
             log_once("could not start the span of an LLM call")
             return None
-        if guard is not None:  # the opt-in budget guard: stopping the call raises into the app, by design
+        if guard is not None and described.endpoint.spends:  # the opt-in budget guard: stopping the call raises into the app, by design
             guard.before_call(span, attributes, described.body)
         return call, _call_context(ctx, span)
 
@@ -712,7 +752,12 @@ class RequestTracer:
             if provider.raw_response_types and isinstance(result, provider.raw_response_types):
                 self._read_raw_response(call, result)
             else:
-                call.finish(self.read(call, result))
+                attributes = self.read(call, result)
+                results = call.endpoint.results
+                if results is not None and call.described is not None:
+                    for result_attributes in results(result, call.described.body):
+                        call.record_result(result_attributes)
+                call.finish(attributes)
         except Exception:
             log_once("could not read the response of an LLM call")
             call.finish(None)
@@ -737,7 +782,7 @@ class RequestTracer:
         factory = call.endpoint.stream_reader
         reader = call.reader = factory() if factory is not None else None
         if reader is not None and call.described is not None:
-            reader.begin(call.described)
+            reader.begin(call.described, call.record_result)
         endpoint = call.endpoint
         if reader is not None and (call.telemetry is not None or endpoint.stream_finish_reasons is not None
                                    or self.capture):

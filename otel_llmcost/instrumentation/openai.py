@@ -6,14 +6,16 @@ which is what `gen_ai.usage.input_tokens` asks for: it is copied as is, never ad
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 from .. import hosts, names
 from . import semconv
-from .core import Described, Endpoint, Provider, StreamReader, field, positive_int, stainless_describe
+from .core import Described, Endpoint, Once, Provider, StreamReader, field, positive_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
 # Hosts of OpenAI-compatible services, so their calls are priced with their own prices.
@@ -220,6 +222,21 @@ def estimated_input_tokens(body: Mapping[str, Any]) -> int:
     return _estimated_tokens(characters)
 
 
+CUT_SHORT = "the stream ended before its usage report (closed early or cut short)"
+NOT_ASKED = ("the request did not ask for the stream's usage (stream_options.include_usage; see "
+             "OTEL_LLMCOST_OPENAI_INCLUDE_USAGE)")
+
+
+def add_estimate(attributes: dict[str, Any], body: Mapping[str, Any], characters: int, why: str) -> None:
+    """A stream without a usage report: its tokens estimated from the request's text and the `characters`
+    streamed, flagged as such with the reason (the row is `estimated`, never a silent $0)."""
+    attributes[names.USAGE_MISSING] = True
+    attributes[names.INPUT_TOKENS] = estimated_input_tokens(body)
+    attributes[names.OUTPUT_TOKENS] = _estimated_tokens(characters)
+    attributes[names.USAGE_ESTIMATED] = True
+    attributes[names.USAGE_NOTE] = f"{why}: tokens estimated from the text, about 4 characters a token"
+
+
 def _asked_for_usage(body: Mapping[str, Any]) -> bool:
     stream_options = body.get("stream_options")
     return type(stream_options) is dict and stream_options.get("include_usage") is True
@@ -257,7 +274,7 @@ class ChunkReader(StreamReader):
         self.hide = self.asked = False
         self.characters = 0
 
-    def begin(self, described: Described) -> None:
+    def begin(self, described: Described, record_result: Any) -> None:
         self.body = described.body
         self.hide = described.usage_asked
         self.asked = described.usage_asked or _asked_for_usage(described.body)
@@ -273,8 +290,18 @@ class ChunkReader(StreamReader):
             self.tier = get(chunk, "service_tier", None)
         choices = get(chunk, "choices", None)
         if choices:
-            for choice in choices:
-                self.characters += _choice_characters(choice)
+            for choice in choices:  # the text streamed, for an estimate should no usage come (written out)
+                delta = get(choice, "delta", None)
+                if delta is None:  # legacy completions
+                    text = get(choice, "text", None)
+                    if type(text) is str:
+                        self.characters += len(text)
+                    continue
+                text = get(delta, "content", None)
+                if text:
+                    self.characters += len(text)
+                elif text is None:  # a tool call or refusal delta (or the role's, the finish's)
+                    self.characters += _other_characters(delta)
         if self.hide:
             if usage is not None and not choices:
                 return True  # the usage chunk we asked for: not the app's
@@ -284,15 +311,7 @@ class ChunkReader(StreamReader):
     def attributes(self) -> dict[str, Any]:
         attributes = _usage_attributes(self.usage)
         if self.usage is None:
-            attributes[names.USAGE_MISSING] = True
-            attributes[names.INPUT_TOKENS] = estimated_input_tokens(self.body or {})
-            attributes[names.OUTPUT_TOKENS] = _estimated_tokens(self.characters)
-            attributes[names.USAGE_ESTIMATED] = True
-            attributes[names.USAGE_NOTE] = (
-                "the stream ended before its usage report (closed early or cut short)" if self.asked else
-                "the request did not ask for the stream's usage (stream_options.include_usage; see "
-                "OTEL_LLMCOST_OPENAI_INCLUDE_USAGE)"
-            ) + ": tokens estimated from the text, about 4 characters a token"
+            add_estimate(attributes, self.body or {}, self.characters, CUT_SHORT if self.asked else NOT_ASKED)
         if isinstance(self.model, str):
             attributes[names.RESPONSE_MODEL] = self.model
         if isinstance(self.response_id, str):
@@ -302,47 +321,48 @@ class ChunkReader(StreamReader):
         return attributes
 
 
-def _choice_characters(choice: Any) -> int:
-    """Characters of text one streamed choice carries: content, refusal, tool call arguments (chat), text
-    (legacy completions)."""
-    get = dict.get if type(choice) is dict else getattr
-    delta = get(choice, "delta", None)
-    if delta is None:
-        text = get(choice, "text", None)
-        return len(text) if isinstance(text, str) else 0
-    get = dict.get if type(delta) is dict else getattr
+def _other_characters(delta: Any) -> int:
+    """Characters of a chat delta's refusal and tool call arguments."""
     characters = 0
-    for name in ("content", "refusal"):
-        text = get(delta, name, None)
-        if isinstance(text, str):
-            characters += len(text)
-    calls = get(delta, "tool_calls", None)
-    if calls:
-        for call in calls:
-            function = field(call, "function")
-            arguments = field(function, "arguments")
-            if isinstance(arguments, str):
-                characters += len(arguments)
+    refusal = field(delta, "refusal")
+    if isinstance(refusal, str):
+        characters += len(refusal)
+    for call in field(delta, "tool_calls") or ():
+        arguments = field(field(call, "function"), "arguments")
+        if isinstance(arguments, str):
+            characters += len(arguments)
     return characters
 
 
 class ResponseEventReader(StreamReader):
-    """Responses API streams: the final `response.completed` (or `.incomplete`/`.failed`) event has it all."""
+    """Responses API streams: the final `response.completed` (or `.incomplete`/`.failed`) event has it all. A
+    stream closed before it is estimated from the text streamed (`ChunkReader`)."""
 
-    __slots__ = ("response",)
+    __slots__ = ("response", "body", "characters")
 
     def __init__(self) -> None:
-        self.response = None
+        self.response = self.body = None
+        self.characters = 0
+
+    def begin(self, described: Described, record_result: Any) -> None:
+        self.body = described.body
 
     def read(self, event: Any) -> None:
         response = field(event, "response")
         if response is not None:
             self.response = response  # every lifecycle event carries the response so far; keep the latest
+        else:
+            delta = field(event, "delta")
+            if isinstance(delta, str):  # output text, refusal, function call arguments
+                self.characters += len(delta)
 
     def attributes(self) -> dict[str, Any]:
         attributes = read_response(self.response) if self.response is not None else {}
         if names.INPUT_TOKENS not in attributes:
-            attributes[names.USAGE_MISSING] = True
+            if self.body:
+                add_estimate(attributes, self.body, self.characters, CUT_SHORT)
+            else:
+                attributes[names.USAGE_MISSING] = True
         return attributes
 
 
@@ -372,15 +392,130 @@ def _no_text(event: Any) -> None:  # Responses API streams: the last event holds
     return None
 
 
+_recorded = Once()  # background response ids and (batch or file id, custom_id) whose usage was recorded
+_batch_of_file: dict[str, str] = {}  # a batch's output file id -> the batch id (from batches.create/retrieve/list)
+_PENDING = ("queued", "in_progress")
+BACKGROUND_NOTE = "background response: its usage is recorded when it is retrieved"
+
+
+def read_created_response(response: Any) -> dict[str, Any]:
+    """`responses.create`: a background response comes back queued; its usage comes with a later retrieve."""
+    attributes = read_response(response)
+    if field(response, "background") is True:
+        if field(response, "status") in _PENDING or names.INPUT_TOKENS not in attributes:
+            attributes[names.USAGE_ELSEWHERE] = True
+            attributes[names.USAGE_NOTE] = BACKGROUND_NOTE
+        elif attributes.get(names.RESPONSE_ID):
+            _recorded.first(attributes[names.RESPONSE_ID])  # already done: a later retrieve records nothing
+    return attributes
+
+
+def read_retrieved_response(response: Any) -> dict[str, Any]:
+    """`responses.retrieve`: the usage of a finished background response, the first time it is seen; every
+    other retrieve (a poll while it runs, a response its create already recorded) makes no row."""
+    attributes = read_response(response)
+    response_id = attributes.get(names.RESPONSE_ID)
+    if (field(response, "background") is True and field(response, "status") not in _PENDING
+            and names.INPUT_TOKENS in attributes and response_id and _recorded.first(response_id)):
+        return attributes
+    kept = {key: attributes[key] for key in (names.RESPONSE_ID, names.RESPONSE_MODEL) if key in attributes}
+    kept[names.USAGE_ELSEWHERE] = True
+    return kept
+
+
+def read_batches(batch: Any) -> dict[str, Any]:
+    """`batches.create/retrieve/list`: remembers which batch each output file belongs to."""
+    data = field(batch, "data")
+    batches = data if isinstance(data, list) else [batch]
+    for one in batches:
+        batch_id, output_file_id = field(one, "id"), field(one, "output_file_id")
+        if isinstance(batch_id, str) and isinstance(output_file_id, str):
+            if len(_batch_of_file) >= 10_000:
+                _batch_of_file.clear()
+            _batch_of_file[output_file_id] = batch_id
+    batch_id = field(batch, "id")
+    return {names.BATCH_ID: batch_id} if data is None and isinstance(batch_id, str) else {}
+
+
+_OPERATIONS = {"chat.completion": "chat", "response": "chat", "text_completion": "text_completion",
+               "list": "embeddings"}
+
+
+def batch_output_results(content: Any, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """`files.content` of a Batch API output file (JSONL: `custom_id`, `response.body` with the usage): each
+    result a call priced at the batch rate. Any other file stops at its first line."""
+    data = getattr(content, "content", None)
+    if not isinstance(data, bytes):
+        return
+    file_id = request.get("file_id")
+    batch_id = _batch_of_file.get(file_id)
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return
+        if type(item) is not dict or "custom_id" not in item or "response" not in item:
+            return  # not a batch's output file
+        body = field(item["response"], "body")
+        if type(body) is not dict or body.get("usage") is None or not _recorded.first((batch_id or file_id, item["custom_id"])):
+            continue
+        attributes = read_response(body)
+        attributes[names.OPERATION] = _OPERATIONS.get(body.get("object"), "chat")
+        if isinstance(body.get("model"), str):
+            attributes[names.REQUEST_MODEL] = body["model"]
+        attributes[names.SERVICE_TIER] = "batch"
+        if batch_id:
+            attributes[names.BATCH_ID] = batch_id
+        if isinstance(item["custom_id"], str):
+            attributes[names.BATCH_CUSTOM_ID] = item["custom_id"]
+        yield attributes
+
+
+def _nothing(result: Any) -> dict[str, Any]:
+    return {}
+
+
 ENDPOINTS = {
     "/chat/completions": Endpoint("chat", read_response, ChunkReader, semconv.openai_finish_reasons,
                                   _chunk_finish_reasons, semconv.openai_output, _chunk_text),
-    "/responses": Endpoint("chat", read_response, ResponseEventReader, semconv.openai_finish_reasons,
+    "/responses": Endpoint("chat", read_created_response, ResponseEventReader, semconv.openai_finish_reasons,
                            _response_event_finish_reasons, semconv.openai_output, _no_text),
     "/completions": Endpoint("text_completion", read_response, ChunkReader, semconv.openai_finish_reasons,
                              _chunk_finish_reasons, semconv.openai_output, _chunk_text),
     "/embeddings": Endpoint("embeddings", read_response),
 }
+RETRIEVED_RESPONSE = Endpoint("chat", read_retrieved_response, ResponseEventReader, spends=False)
+BATCHES = Endpoint("batch", read_batches, spends=False)
+BATCH_OUTPUT = Endpoint("batch_results", _nothing, results=batch_output_results, spends=False)
+
+_RESPONSE_PATH = re.compile(r"^/responses/[^/]+$")
+_BATCH_PATH = re.compile(r"^/batches(?:/[^/]+)?$")
+_FILE_CONTENT_PATH = re.compile(r"^/files/([^/]+)/content$")
+
+
+def describing_fetches(describe: Any) -> Any:
+    """Wraps `describe` to see the calls that fetch what already ran: a background response retrieved, the
+    batches (for their output files) and a batch's output file. Their spans are no LLM calls of their own: the
+    usage they carry is recorded once, on the spans `read_retrieved_response` and `batch_output_results` make."""
+
+    def describe_fetch(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Described | None:
+        described = describe(wrapped, instance, args, kwargs)
+        if described is not None:
+            return described
+        options = args[1] if len(args) > 1 else kwargs["options"]
+        url, method = options.url, str(options.method).lower()
+        if method == "get" and _RESPONSE_PATH.match(url):
+            return Described(RETRIEVED_RESPONSE, {}, None, bool(kwargs.get("stream")))
+        if _BATCH_PATH.match(url) and method in ("get", "post"):
+            return Described(BATCHES, {}, None, False)
+        match = _FILE_CONTENT_PATH.match(url) if method == "get" else None
+        if match:
+            return Described(BATCH_OUTPUT, {"file_id": match.group(1)}, None, False)
+        return None
+
+    return describe_fetch
 
 
 endpoint_for = ENDPOINTS.get  # path -> Endpoint | None (the dict's own method: no Python frame per call)
@@ -537,7 +672,7 @@ class OpenAIInstrumentor(SdkInstrumentor):
         if include_usage is None:
             include_usage = os.environ.get("OTEL_LLMCOST_OPENAI_INCLUDE_USAGE")
         policy = UsagePolicy.parse(include_usage)
-        describe = stainless_describe(endpoint_for)
+        describe = describing_fetches(stainless_describe(endpoint_for))
         return Provider(
             describe=asking_for_usage(describe, policy) if policy.every_server or policy.names else describe,
             provider_name=provider_name,

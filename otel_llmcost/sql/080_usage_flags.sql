@@ -4,7 +4,8 @@
 --   the text, e.g. a stream closed before its usage report). Their cost is in cost_usd as before; these say
 --   how much of it is estimated.
 -- - no_usage_calls: price_status 'no_usage' (no usage known, cost NULL: not in cost_usd).
--- The existing columns keep their meaning. (`spans.cost_usd`: the row's column, not the alias of its sum.)
+-- The existing columns keep their meaning. (`COLUMNS('^cost_usd$')`: the row's column, not the
+-- alias of its sum, also where reprice reads the SELECT from a subquery.)
 ALTER TABLE llm_rollup_1m
     ADD COLUMN IF NOT EXISTS estimated_calls UInt64 DEFAULT 0,
     ADD COLUMN IF NOT EXISTS no_usage_calls UInt64 DEFAULT 0,
@@ -38,8 +39,8 @@ SELECT
     toDecimal128(sum(ifNull(app_cache_savings_usd, 0)), 9) AS app_cache_savings_usd,
     countIf(price_status = 'estimated') AS estimated_calls,
     countIf(price_status = 'no_usage') AS no_usage_calls,
-    toDecimal128(sumIf(ifNull(spans.cost_usd, 0), price_status = 'estimated'), 9) AS estimated_cost_usd
-FROM llm_spans AS spans
+    toDecimal128(sumIf(ifNull(COLUMNS('^cost_usd$'), 0), price_status = 'estimated'), 9) AS estimated_cost_usd
+FROM llm_spans
 GROUP BY minute, service_name, project, feature, provider, model;
 
 -- The no-usage calls already stored, counted once (rows that carry only the new counts: the sums add them).
