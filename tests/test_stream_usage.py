@@ -166,13 +166,18 @@ def test_raw_responses_are_not_asked_and_are_flagged(spans, ask_loopback):
 def test_early_close_is_estimated_and_flagged_end_to_end(collector, spans, ask_loopback):
     """One full stream (priced from its usage) and one closed after three chunks (estimated): through a real
     collector to the store and the report, exact to the nano-dollar."""
-    with serving(True, True) as server:
+    with serving(True, True, False) as server:
         full = list(client(server).chat.completions.create(**BODY))
         stream = client(server).chat.completions.create(**BODY)
         seen = [next(stream) for _ in range(3)]
         stream.close()
+        with client(server).chat.completions.with_streaming_response.create(**BODY) as response:
+            assert list(response.iter_lines())  # the app parses the SSE itself: no usage to be had
+    del response
+    gc.collect()
     finished = sorted(spans.get_finished_spans(), key=lambda s: s.start_time)
-    assert len(finished) == 2 and full
+    assert len(finished) == 3 and full
+    raw_span = finished.pop()
     assert HttpExporter(endpoint=collector.http_endpoint + "/v1/traces").export(finished) == SpanExportResult.SUCCESS
     ids = [format(s.context.span_id, "016x") for s in finished]
     collector.wait_for_rows(2, f"SELECT count() AS n FROM llm_spans WHERE span_id IN ('{ids[0]}', '{ids[1]}')")
@@ -204,3 +209,35 @@ def test_early_close_is_estimated_and_flagged_end_to_end(collector, spans, ask_l
     (line,) = [line for line in report.stdout.splitlines() if "estimated usage" in line]
     assert line.startswith("warning: 1 calls have estimated usage")
     assert f"${format_value(estimated['cost_usd'])} of the total is estimated" in line
+
+    assert HttpExporter(endpoint=collector.http_endpoint + "/v1/traces").export([raw_span]) == SpanExportResult.SUCCESS
+    raw_id = format(raw_span.context.span_id, "016x")
+    collector.wait_for_rows(1, f"SELECT count() AS n FROM llm_spans WHERE span_id = '{raw_id}'")
+    (raw,) = collector.query(f"SELECT * FROM llm_spans FINAL WHERE span_id = '{raw_id}'")
+    assert raw["price_status"] == "no_usage" and raw["cost_usd"] is None
+    assert "raw response body" in raw["price_note"]
+    report = subprocess.run([sys.executable, "-m", "otel_llmcost.cli", "report", "--store", collector.store_url],
+                            capture_output=True, text=True, timeout=60)
+    (line,) = [line for line in report.stdout.splitlines() if "no usage" in line]
+    # its model (the request's: the body was never parsed) has no call with usage to compare with
+    assert line.startswith("warning: 1 calls have no usage (cost unknown, not in the total)")
+    assert "(1 of them of models with no priced call to compare)" in line
+
+
+def test_no_usage_calls_stored_before_the_rollup_counted_them_are_counted_once(tmp_path):
+    from otel_llmcost.store import Store
+
+    store = Store(f"chdb://{tmp_path}/store")
+    try:
+        store.migrate(before=80)  # a store as the release before made it
+        now = datetime.now(timezone.utc)
+        store.insert("llm_spans", [(now, "t", f"s{i}", status, "m") for i, status in
+                                   enumerate(["no_usage", "no_usage", "priced"])],
+                     ["timestamp", "trace_id", "span_id", "price_status", "request_model"])
+        assert 80 in store.migrate()
+        store.insert("llm_spans", [(now, "t", "s9", "no_usage", "m")],
+                     ["timestamp", "trace_id", "span_id", "price_status", "request_model"])
+        (row,) = store.query("SELECT sum(calls), sum(no_usage_calls) FROM llm_rollup_1m").rows
+        assert tuple(row) == (4, 3)
+    finally:
+        store.close()
