@@ -81,5 +81,7 @@ def test_opentelemetry_instrument_with_no_code_change(tmp_path):
     assert ours[1]["attributes"][names.USAGE_MISSING] is True  # a stream without include_usage says so
     assert ours[2]["attributes"][names.PREFIX_LENGTH] == len("Be brief.")
     # one call, one span with usage: Anthropic's own span is not started inside ours
-    assert len([s for s in spans if names.INPUT_TOKENS in s["attributes"]]) == 2
+    assert ours[1]["attributes"][names.USAGE_ESTIMATED] is True  # its tokens estimated from the text
+    assert len([s for s in spans if names.INPUT_TOKENS in s["attributes"]
+                and names.USAGE_ESTIMATED not in s["attributes"]]) == 2
     assert not [s for s in spans if s["name"].startswith("anthropic.")]

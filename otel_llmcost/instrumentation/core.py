@@ -231,6 +231,9 @@ def prefix_fingerprint(parts: Iterable[Any]) -> dict[str, Any]:
     return found
 
 
+RAW_BODY_NOTE = "the app read the raw response body itself: usage unknown"
+
+
 class _Call:
     """One instrumented API call: its span, and the exactly-once end of it."""
 
@@ -315,9 +318,6 @@ class _Call:
                 self.finish({names.USAGE_MISSING: True, names.USAGE_NOTE: RAW_BODY_NOTE} if raw else None)
             else:
                 self.finish(self._stream_attributes())
-
-
-RAW_BODY_NOTE = "the app read the raw response body itself: usage unknown"
 
 
 class Telemetry:
