@@ -269,7 +269,8 @@ def wait_for_server(url: str, seconds: float) -> None:
     log = logging.getLogger("otel_llmcost.collector")
     deadline, delay = time.monotonic() + seconds, 1.0
     while True:
-        quiet = [logging.getLogger(name) for name in ("urllib3", "urllib3.connectionpool", "clickhouse_connect")]  # our line says it
+        # The client's own warnings about each refused connection: our one line per try says it.
+        quiet = [logging.getLogger(name) for name in ("urllib3", "urllib3.connectionpool", "clickhouse_connect")]
         levels = [logger.level for logger in quiet]
         try:
             for logger in quiet:
@@ -404,7 +405,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = sum(row[9] for row in result.rows)
     print(f"total: {calls} calls, ${format_value(total)}" + (" + unknown" if unpriced else ""))
     if unpriced:
-        print(f"warning: {unpriced} calls are unpriced (model without a price): their cost is unknown, not in the total;")
+        print(f"warning: {unpriced} calls are unpriced (model without a price): their cost is unknown, "
+              "not in the total;")
         print("  list them: otel-llmcost sql \"SELECT request_model, price_note FROM llm_spans "
               "WHERE price_status = 'unpriced'\"")
     if failed:

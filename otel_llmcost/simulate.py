@@ -204,8 +204,10 @@ def to_span(call: Call, rng: random.Random):
 
 
 def send(endpoint: str, days: float, scenario: str = "steady", end: datetime | None = None,
-         incident_minutes: int = 90, seed: int = 7, batch: int = 2000, headers: dict | None = None) -> int:
-    """Exports the simulated history to the collector at `endpoint` (OTLP HTTP); returns the span count."""
+         incident_minutes: int = 90, seed: int = 7, batch: int = 2000, headers: dict | None = None,
+         progress=None) -> int:
+    """Exports the simulated history to the collector at `endpoint` (OTLP HTTP); returns the span count.
+    `progress(sent, day)` is called after each batch, with the day of history it reached."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -220,6 +222,8 @@ def send(endpoint: str, days: float, scenario: str = "steady", end: datetime | N
                 if exporter.export(pending) is not SpanExportResult.SUCCESS:
                     raise RuntimeError(f"the collector at {endpoint} refused a batch of spans")
                 sent += len(pending)
+                if progress is not None:
+                    progress(sent, days - (end - call.start).total_seconds() / 86400)
                 pending = []
         if pending:
             if exporter.export(pending) is not SpanExportResult.SUCCESS:
@@ -228,6 +232,18 @@ def send(endpoint: str, days: float, scenario: str = "steady", end: datetime | N
     finally:
         exporter.shutdown()
     return sent
+
+
+def terminal_progress(days: float):
+    """A one-line progress report on stderr when it is a terminal; None (quiet) when piped or redirected."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(sent: int, day: float) -> None:
+        sys.stderr.write(f"\rsimulate: {sent:,} spans sent, day {min(day, days):.1f} of {days:g}")
+        sys.stderr.flush()
+
+    return show
 
 
 def check_reachable(endpoint: str) -> None:
@@ -256,10 +272,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     began = time.monotonic()
     try:
         count = send(args.endpoint, args.days, args.scenario, incident_minutes=args.incident_minutes,
-                     seed=args.seed, headers=headers)
+                     seed=args.seed, headers=headers, progress=terminal_progress(args.days))
     except RuntimeError as exc:
         print(f"otel-llmcost simulate: {exc}", file=sys.stderr)
         return 1
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
     print(f"sent {count} spans ({args.days:g} days, scenario {args.scenario}) to {args.endpoint} "
           f"in {time.monotonic() - began:.1f} s")
     if args.budgets:
@@ -303,7 +321,8 @@ def register(subparsers) -> None:
                    "(default $OTEL_EXPORTER_OTLP_ENDPOINT or http://127.0.0.1:4318)")
     p.add_argument("--seed", type=int, default=7, help="random seed: the same seed, the same history")
     p.add_argument("--budgets", action="store_true", help="also set demo budgets in the store (--store)")
-    p.add_argument("--store", help="store URL or directory for --budgets (default $OTEL_LLMCOST_STORE, else ./.llmcost)")
+    p.add_argument("--store",
+                   help="store URL or directory for --budgets (default $OTEL_LLMCOST_STORE, else ./.llmcost)")
     p.set_defaults(func=cmd_simulate)
 
 
