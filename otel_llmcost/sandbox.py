@@ -331,6 +331,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A second sandbox on a busy port must fail, not share it (some Python versions' HTTPServer sets this).
+    allow_reuse_port = False
     sandbox: "Sandbox"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
