@@ -312,10 +312,13 @@ def test_cli_reads_the_store_while_the_collector_runs(collector, spans):
     # The report reads the rollup: it must agree with the raw rows, call for call and to the nano-dollar.
     report = subprocess.run(cli + ["report", "--store", collector.store_url, "--format", "json"],
                             capture_output=True, text=True, timeout=60)
-    reported = {(r["provider"], r["model"]): (r["calls"], Decimal(str(r["cost_usd"])), r["unpriced_calls"])
+    # (a model none of whose calls has a known cost reports its cost as unknown: null, not 0)
+    reported = {(r["provider"], r["model"]):
+                (r["calls"], None if r["cost_usd"] is None else Decimal(str(r["cost_usd"])), r["unpriced_calls"])
                 for r in map(json.loads, filter(lambda line: line.startswith("{"), report.stdout.splitlines()))}
     raw = collector.query(
         "SELECT provider, if(response_model != '', response_model, request_model) AS model, count() AS calls, "
-        "sum(ifNull(cost_usd, 0)) AS cost, countIf(price_status = 'unpriced') AS unpriced FROM llm_spans FINAL "
+        "if(countIf(cost_usd IS NOT NULL) = 0, NULL, sum(ifNull(cost_usd, 0))) AS cost, "
+        "countIf(price_status = 'unpriced') AS unpriced FROM llm_spans FINAL "
         "WHERE cache_hit_kind = '' GROUP BY provider, model")
     assert reported == {(r["provider"], r["model"]): (r["calls"], r["cost"], r["unpriced"]) for r in raw}
