@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..store import Store
-from .normalize import Call, calls_in, one_per_call
+from .normalize import TWIN_SLACK_NS, Call, CallSummary, calls_in, one_per_call, same_call, truest, twin_groups
 from .pricing import Price, PriceCatalog
 from .rows import COLUMNS, row
 from .spool import Spool
@@ -30,6 +30,9 @@ SPANS_TABLE = "llm_spans"
 # Test hook (collector/README.md): while this file exists, the loader dies right after an insert succeeds and
 # before it records so in the spool checkpoint, the worst moment for a crash.
 CRASH_AFTER_INSERT_FILE = os.environ.get("OTEL_LLMCOST_FAULT_CRASH_AFTER_INSERT_FILE") or None
+# Benchmark hook (bench/collector.py's A/B of the cost of `Pipeline.settle`; never set it in production): the
+# batch is not settled against the store, as before store look-ups existed.
+BENCH_SKIP_SETTLE = bool(os.environ.get("OTEL_LLMCOST_BENCH_SKIP_SETTLE"))
 # The loader's full garbage collections, this often (its young ones follow each insert; see Loader.run).
 GC_FULL_SECONDS = 60.0
 
@@ -85,10 +88,10 @@ class Stats:
 
 
 class RecentCalls:
-    """Keys of the calls stored lately, so that a re-sent span, or a second span describing the same
-    response, is not counted twice. Bounded: the newest `capacity` keys at least, twice that at most; the
-    table's ReplacingMergeTree key is the backstop.
-    A key is one string: trace id + span id (48 hex digits), or trace id + "/" + response id."""
+    """Keys of the spans stored lately, so that a span re-sent soon after is left out without asking the store.
+    Bounded: the newest `capacity` keys at least, twice that at most. A key is trace id + span id (48 hex
+    digits). What it has forgotten, and what other collector processes stored, `Pipeline.settle` asks the
+    store about."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
@@ -101,15 +104,11 @@ class RecentCalls:
     def span_key(trace_id: str, span_id: str) -> str:
         return trace_id + span_id
 
-    @staticmethod
-    def response_key(trace_id: str, response_id: str) -> str:
-        return trace_id + "/" + response_id  # a span key has no "/": the two kinds never meet
-
     def __contains__(self, key: str) -> bool:
         return key in self.keys or key in self.older
 
     def take(self, items: list[tuple[Call, Any]]) -> tuple[list[tuple[Call, Any]], list[Call]]:
-        """The items whose call was not stored lately, nor already met earlier in `items` (remembered from now
+        """The items whose span was not stored lately, nor already met earlier in `items` (remembered from now
         on), and the calls left out."""
         kept, left_out, keys, older = [], [], self.keys, self.older
         batch: dict[str, None] = {}  # (a dict: remembered in the order met)
@@ -119,12 +118,6 @@ class RecentCalls:
             if span_key in keys or span_key in older or span_key in batch:
                 left_out.append(call)
                 continue
-            if call.response_id:
-                response_key = call.trace_id + "/" + call.response_id  # response_key()
-                if response_key in keys or response_key in older or response_key in batch:
-                    left_out.append(call)
-                    continue
-                batch[response_key] = None
             batch[span_key] = None
             kept.append(item)
         self.remember_keys(batch)
@@ -140,11 +133,64 @@ class RecentCalls:
         return [*self.older, *self.keys]
 
 
+# Column positions in a row (rows.COLUMNS) of what `settle` reads.
+_COL = {name: i for i, name in enumerate(COLUMNS)}
+(_TS, _DURATION, _TRACE, _SPAN, _PARENT, _SCOPE, _REQUEST_MODEL, _RESPONSE_MODEL, _RESPONSE_ID, _INPUT, _OUTPUT,
+ _CACHE_READ, _CACHE_WRITE, _REASONING, _STATUS, _CACHE_HIT) = (_COL[c] for c in (
+    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "scope_name", "request_model",
+    "response_model", "response_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "price_status", "cache_hit_kind"))
+# Stored rows within this distance of each other are read by one range of the look-up.
+_LOOKUP_GAP_NS = 60_000_000_000
+
+STORED_SQL = """
+SELECT trace_id, span_id, parent_span_id, response_id, scope_name
+FROM llm_spans
+WHERE ({ranges})
+  AND (concat(trace_id, span_id) IN (SELECT arrayJoin({spans:Array(String)}))
+       OR concat(trace_id, span_id) IN (SELECT arrayJoin({parents:Array(String)}))
+       OR (parent_span_id != '' AND concat(trace_id, parent_span_id) IN (SELECT arrayJoin({spans:Array(String)})))
+       OR (response_id IN (SELECT arrayJoin({responses:Array(String)}))
+           AND concat(response_id, ' ', scope_name) NOT IN (SELECT arrayJoin({alone:Array(String)}))))
+"""
+
+TWINS_SQL = """
+SELECT toUnixTimestamp64Nano(timestamp) AS ts, duration_ms, trace_id, span_id, parent_span_id, scope_name,
+       if(response_model != '', response_model, request_model) AS model, response_id, cache_hit_kind,
+       price_status != 'no_usage' AS has_usage, input_tokens, output_tokens, cache_read_tokens + cache_write_tokens,
+       reasoning_tokens, toUInt32(toStartOfMinute(timestamp)) AS minute
+FROM llm_spans
+WHERE ({ranges}) AND concat(trace_id, span_id) IN (SELECT arrayJoin({keys:Array(String)}))
+"""
+
+
+def summary_of_row(r: tuple) -> CallSummary:
+    return CallSummary(r[_TS], r[_DURATION], r[_TRACE], r[_SPAN], r[_PARENT], r[_SCOPE],
+                       r[_RESPONSE_MODEL] or r[_REQUEST_MODEL], r[_RESPONSE_ID], r[_CACHE_HIT], r[_STATUS] != "no_usage",
+                       r[_INPUT], r[_OUTPUT], r[_CACHE_READ] + r[_CACHE_WRITE], r[_REASONING])
+
+
+def time_ranges(windows: list[tuple[int, int]]) -> str:
+    """A condition on `timestamp` for the union of the windows [lo, hi] (ns), as few ranges as the gaps allow
+    (numbers the collector computed, never span text)."""
+    windows.sort()
+    merged = [list(windows[0])]
+    for lo, hi in windows[1:]:
+        if lo <= merged[-1][1] + _LOOKUP_GAP_NS:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({int(lo)}) AND fromUnixTimestamp64Nano({int(hi)})"
+                       for lo, hi in merged)
+
+
 class Pipeline:
-    def __init__(self, store: Store, catalog: PriceCatalog | None = None, stats: Stats | None = None) -> None:
+    def __init__(self, store: Store, catalog: PriceCatalog | None = None, stats: Stats | None = None,
+                 recent_calls: int | None = None) -> None:
         self.store = store
         self.catalog = catalog or PriceCatalog()
-        self.recent = RecentCalls()
+        # (OTEL_LLMCOST_RECENT_CALLS: for tests that need a memory they can exceed)
+        self.recent = RecentCalls(recent_calls or int(os.environ.get("OTEL_LLMCOST_RECENT_CALLS") or 200_000))
         self.stats_ = stats or Stats()
         self.lock = threading.Lock()  # one writer: dedup check, insert and remember are one step
 
@@ -157,7 +203,8 @@ class Pipeline:
         (trace_id, span_id) of the calls left out as already stored. The rows' calls are remembered as stored: the
         caller must store them. `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay),
         dedup against an empty `recent` and leave out exactly the calls left out then."""
-        calls = one_per_call(list(calls_in(request)))
+        spans = list(calls_in(request))
+        calls = one_per_call(spans)
         if not calls:
             return [], []
         items = []
@@ -178,9 +225,122 @@ class Pipeline:
         with self.lock:
             fresh, left_out = recent.take(items)
         skipped = [(call.trace_id, call.span_id) for call in left_out]
-        self.stats_.add(llm_spans=len(calls), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
-                        spans_duplicate=len(calls) - len(fresh))
+        self.stats_.add(llm_spans=len(spans), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
+                        spans_duplicate=len(spans) - len(fresh))  # (a second span of a call counts as a duplicate)
         return [r for _, r in fresh], skipped
+
+    def settle(self, rows: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
+        """A batch about to be inserted, against itself and the store (whatever collector process stored what):
+        its rows less the spans already stored and the spans of calls that a truer span describes, and the
+        (trace_id, span_id) of the rows left out. A stored span that a row of the batch describes better is
+        replaced: the rollups' minutes of it are rebuilt without it, then it is deleted, before the batch is
+        inserted (a crash in between leaves the stored span there, and the next attempt settles again)."""
+        if not rows or BENCH_SKIP_SETTLE:
+            return rows, []
+        summaries = [summary_of_row(r) for r in rows]
+        dropped: set[int] = set()
+        for group in twin_groups(summaries):
+            keep = truest(summaries, group)
+            dropped.update(i for i in group if i != keep)
+        live = [i for i in range(len(rows)) if i not in dropped]
+        stored = self._stored_near(summaries, live)
+        replaced: dict[str, int] = {}  # key of a stored span to delete -> its minute
+        if stored:
+            by_key: dict[str, int] = {}
+            by_parent: dict[str, list[int]] = {}
+            by_response: dict[str, list[int]] = {}
+            for i in live:
+                s = summaries[i]
+                by_key[s.trace_id + s.span_id] = i
+                if s.parent_span_id:
+                    by_parent.setdefault(s.trace_id + s.parent_span_id, []).append(i)
+                if s.response_id:
+                    by_response.setdefault(s.response_id, []).append(i)
+            twins: dict[int, list[tuple[CallSummary, int]]] = {}
+            for candidate, minute in stored:
+                key = candidate.trace_id + candidate.span_id
+                if key in by_key:
+                    dropped.add(by_key[key])  # the same span, stored already
+                    continue
+                near = {*by_parent.get(key, ()), *by_response.get(candidate.response_id, ())}  # its children, ids
+                child_of = by_key.get(candidate.trace_id + candidate.parent_span_id)  # its parent
+                if child_of is not None:
+                    near.add(child_of)
+                for i in near:
+                    if same_call(summaries[i], candidate):
+                        twins.setdefault(i, []).append((candidate, minute))
+            for i, found in twins.items():
+                if i in dropped:
+                    continue
+                group = [summaries[i]] + [c for c, _ in found]
+                keep = truest(group, list(range(len(group))))
+                if keep != 0:
+                    dropped.add(i)
+                for n, (candidate, minute) in enumerate(found, 1):
+                    if n != keep:
+                        replaced[candidate.trace_id + candidate.span_id] = minute
+        if replaced:
+            self._replace(replaced)
+        kept = [r for i, r in enumerate(rows) if i not in dropped]
+        left_out = [(rows[i][_TRACE], rows[i][_SPAN]) for i in sorted(dropped)]
+        if left_out:
+            self.stats_.add(spans_duplicate=len(left_out))
+        return kept, left_out
+
+    def _stored_near(self, summaries: list[CallSummary], live: list[int]) -> list[tuple[CallSummary, int]]:
+        """Stored spans that are rows of the batch, or may describe the same calls (nested in one trace with
+        one, or naming the same response from another instrumentation), with the minute of each: one query,
+        reading only the rows stored around the batch's span times (migration 070's projection)."""
+        windows, spans, parents, scopes = [], [], [], {}
+        for i in live:
+            s = summaries[i]
+            windows.append((s.timestamp_ns - TWIN_SLACK_NS, s.timestamp_ns + int(s.duration_ms * 1e6) + TWIN_SLACK_NS))
+            spans.append(s.trace_id + s.span_id)
+            if s.parent_span_id:
+                parents.append(s.trace_id + s.parent_span_id)
+            if s.response_id:
+                scopes.setdefault(s.response_id, set()).add(s.scope_name)
+        if not windows:
+            return []
+        # A response named in the batch by one instrumentation only: its stored spans from that same one are
+        # other calls (or the same spans, found by their keys), so they are not read.
+        alone = [rid + " " + next(iter(named)) for rid, named in scopes.items() if len(named) == 1]
+        ranges = time_ranges(windows)
+        try:
+            found = self.store.query(STORED_SQL.replace("{ranges}", ranges), {
+                "spans": spans, "parents": parents, "responses": list(scopes), "alone": alone}).rows
+            twins = [trace + span for trace, span, *_ in found]
+            batch_keys = set(spans)
+            if all(key in batch_keys for key in twins):
+                return [(CallSummary(0, 0.0, trace, span, parent, scope, "", rid, "", False, 0, 0, 0, 0), 0)
+                        for trace, span, parent, rid, scope in found]
+            detail = self.store.query(TWINS_SQL.replace("{ranges}", ranges), {"keys": twins}).rows
+        except Exception as exc:
+            self.stats_.add(insert_errors=1)
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(str(exc).strip()) from exc
+        return [(CallSummary(*r[:14]), r[14]) for r in detail]
+
+    def _replace(self, replaced: dict[str, int]) -> None:
+        """Removes stored spans that a truer span of the same call replaces: their rollup minutes rebuilt
+        without them first, then the rows deleted (both idempotent: a crash in between is repaired by the
+        next attempt, which finds them stored still)."""
+        from ..reprice import rebuild_rollups
+
+        keys = list(replaced)
+        try:
+            for minute in sorted(set(replaced.values())):
+                rebuild_rollups(self.store, minute, minute + 60, excluded=keys)
+            lo, hi = min(replaced.values()), max(replaced.values()) + 60
+            self.store.query(
+                "DELETE FROM llm_spans WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') "
+                "AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') AND has({keys:Array(String)}, concat(trace_id, span_id))",
+                {"lo": lo, "hi": hi, "keys": keys})
+        except Exception as exc:
+            self.stats_.add(insert_errors=1)
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(str(exc).strip()) from exc
+        logger.info("replaced %d stored span(s) by a truer span of the same call", len(keys))
 
     def write(self, rows: list[tuple], dedup_token: str | None = None) -> None:
         started = time.perf_counter()
@@ -203,21 +363,17 @@ class Pipeline:
         return Outcome(received=len(rows), stored=len(rows))
 
     def warm_up(self, limit: int = 200_000) -> int:
-        """Remembers the calls stored in the last minutes (by any earlier collector process), so that an
-        exporter retrying across a collector restart does not count them twice."""
+        """Remembers the spans stored in the last minutes (by any earlier collector process), so that an
+        exporter retrying across a collector restart is answered from memory (`settle` would find them too)."""
         try:
             result = self.store.query(
-                "SELECT trace_id, span_id, response_id FROM llm_spans "
+                "SELECT trace_id, span_id FROM llm_spans "
                 "WHERE timestamp >= now64(9) - toIntervalDay(2) AND inserted_at >= now64(3) - toIntervalMinute(15) "
                 "ORDER BY inserted_at DESC LIMIT {limit:UInt64}", {"limit": limit})
         except Exception as exc:
             logger.warning("could not read recently stored calls (%s): dedup of retries starts empty", exc)
             return 0
-        keys: list[str] = []
-        for trace_id, span_id, response_id in result.rows:
-            keys.append(RecentCalls.span_key(trace_id, span_id))
-            if response_id:
-                keys.append(RecentCalls.response_key(trace_id, response_id))
+        keys = [RecentCalls.span_key(trace_id, span_id) for trace_id, span_id in result.rows]
         with self.lock:
             self.recent.remember_keys(keys)
         return len(result.rows)
@@ -289,7 +445,7 @@ class Loader(threading.Thread):
             self.end = end
             with self.pipeline.lock:
                 self.pipeline.recent.remember_keys(replay_recent.all_keys())
-            if not self._flush():
+            if not self._flush(replay=True):
                 return
         self._new_batch()
         while True:
@@ -323,16 +479,26 @@ class Loader(threading.Thread):
         self.records += 1
         self.end = self.position = record_end
 
-    def _flush(self) -> bool:
+    def _flush(self, replay: bool = False) -> bool:
         """Stores the batch (retrying while the store is down) and advances the checkpoint. False if
-        stopping gave up on a down store (the batch stays in the spool)."""
+        stopping gave up on a down store (the batch stays in the spool). The batch is first settled against the
+        store (`Pipeline.settle`), and what that leaves out is recorded with the batch's range, so that a
+        `replay` rebuilds exactly the rows of the first attempt."""
         if self.rows:
             token = self.spool.token(self.start, self.end)
-            self.spool.begin(self.start, self.end, self.skipped)
+            settled = replay
+            if replay:
+                self.spool.begin(self.start, self.end, self.skipped)
             delay = self.retry_seconds
             while True:
                 try:
-                    self.pipeline.write(self.rows, token)
+                    if not settled:
+                        self.rows, left_out = self.pipeline.settle(self.rows)
+                        self.skipped.extend(left_out)
+                        settled = True
+                        self.spool.begin(self.start, self.end, self.skipped)
+                    if self.rows:
+                        self.pipeline.write(self.rows, token)
                     if CRASH_AFTER_INSERT_FILE and os.path.exists(CRASH_AFTER_INSERT_FILE):
                         os._exit(137)  # test hook: die between the insert and the checkpoint
                     break
