@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from .collector import normalize
 from .collector.pricing import Price, PriceCatalog, PricedUsage
 from .collector.rows import COLUMNS, row as make_row
-from .store import open_store
+from .store import open_store, quote_identifier
 
 SETTLE = timedelta(minutes=5)  # minutes younger than this may still receive spans: not rebuilt
 PAGE = 2000
@@ -154,6 +154,16 @@ class Progress:
             self.out.flush()
 
 
+def mutated(store: Any, table: str) -> str:
+    """The table an ALTER ... UPDATE/DELETE or a DELETE names: on a cluster, the shards' local tables (a
+    Distributed table takes no mutation)."""
+    cluster = getattr(store, "cluster", None)
+    if not cluster:
+        return table
+    local = table if table.endswith("_local") else f"{table}_local"  # (a view's target is local already)
+    return f"{local} ON CLUSTER {quote_identifier(cluster)}"
+
+
 def _write_back(store: Any, rows: list[tuple[dict, dict]], lo: int, hi: int) -> None:
     """Updates the stored rows' price columns in place (one mutation, waited for): each span stays one row, so
     plain SQL, FINAL and the rollups rebuilt from the rows agree as soon as this returns."""
@@ -168,7 +178,7 @@ def _write_back(store: Any, rows: list[tuple[dict, dict]], lo: int, hi: int) -> 
         params[f"x{i}"] = [str(n[key]) for _, n in rows]
         assignments.append(f"{key} = arrayElement({{x{i}:Array(String)}}, {at})")
     store.query(
-        f"ALTER TABLE llm_spans UPDATE {', '.join(assignments)} "
+        f"ALTER TABLE {mutated(store, 'llm_spans')} UPDATE {', '.join(assignments)} "
         "WHERE timestamp >= fromUnixTimestamp64Nano({lo:Int64}) AND timestamp < fromUnixTimestamp64Nano({hi:Int64}) "
         f"AND {at} > 0 SETTINGS mutations_sync = 2", params)
 
@@ -200,7 +210,7 @@ def rebuild_rollups(store: Any, lo_minute: int, hi_minute: int, excluded: list[s
     collector is about to delete."""
     params: dict[str, Any] = {"lo": lo_minute, "hi": hi_minute, "excluded": excluded or []}
     for _, table, select in rollup_views(store):
-        store.query(f"ALTER TABLE {table} DELETE WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') "
+        store.query(f"ALTER TABLE {mutated(store, table)} DELETE WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') "
                     "AND minute < toDateTime({hi:UInt32}, 'UTC') SETTINGS mutations_sync = 2", params)
         source = ("(SELECT * FROM llm_spans FINAL WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') "
                   "AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') "

@@ -325,7 +325,7 @@ class Pipeline:
         """Removes stored spans that a truer span of the same call replaces: their rollup minutes rebuilt
         without them first, then the rows deleted (both idempotent: a crash in between is repaired by the
         next attempt, which finds them stored still)."""
-        from ..reprice import rebuild_rollups
+        from ..reprice import mutated, rebuild_rollups
 
         keys = list(replaced)
         try:
@@ -333,8 +333,9 @@ class Pipeline:
                 rebuild_rollups(self.store, minute, minute + 60, excluded=keys)
             lo, hi = min(replaced.values()), max(replaced.values()) + 60
             self.store.query(
-                "DELETE FROM llm_spans WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') "
-                "AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') AND has({keys:Array(String)}, concat(trace_id, span_id))",
+                f"DELETE FROM {mutated(self.store, 'llm_spans')} "
+                "WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') "
+                "AND has({keys:Array(String)}, concat(trace_id, span_id))",
                 {"lo": lo, "hi": hi, "keys": keys})
         except Exception as exc:
             self.stats_.add(insert_errors=1)
