@@ -143,15 +143,20 @@ _COL = {name: i for i, name in enumerate(COLUMNS)}
 # Stored rows within this distance of each other are read by one range of the look-up.
 _LOOKUP_GAP_NS = 60_000_000_000
 
+# The look-up's keys are lists of hex text, each one text parameter (comma-separated): span ids are hex
+# already (`bytes.hex()` made them), response ids and scopes are hex-encoded here. A list can be 50,000 keys
+# long: as an array, or as text the client escapes character by character, or as a literal in the SQL, it
+# would cost the client or the server's parser far more than splitting it on the server. Span ids alone (64
+# random bits) select the candidates; their trace ids are compared here.
 STORED_SQL = """
 SELECT trace_id, span_id, parent_span_id, response_id, scope_name
 FROM llm_spans
 WHERE ({ranges})
-  AND (concat(trace_id, span_id) IN (SELECT arrayJoin({spans:Array(String)}))
-       OR concat(trace_id, span_id) IN (SELECT arrayJoin({parents:Array(String)}))
-       OR (parent_span_id != '' AND concat(trace_id, parent_span_id) IN (SELECT arrayJoin({spans:Array(String)})))
-       OR (response_id IN (SELECT arrayJoin({responses:Array(String)}))
-           AND concat(response_id, ' ', scope_name) NOT IN (SELECT arrayJoin({alone:Array(String)}))))
+  AND (span_id IN (SELECT arrayJoin(splitByChar(',', {spans:String})) AS k)
+       OR span_id IN (SELECT arrayJoin(splitByChar(',', {parents:String})) AS k)
+       OR parent_span_id IN (SELECT arrayJoin(splitByChar(',', {spans:String})) AS k)
+       OR (lower(hex(response_id)) IN (SELECT arrayJoin(splitByChar(',', {responses:String})) AS k)
+           AND lower(hex(concat(response_id, ' ', scope_name))) NOT IN (SELECT arrayJoin(splitByChar(',', {alone:String})) AS k)))
 """
 
 TWINS_SQL = """
@@ -160,7 +165,7 @@ SELECT toUnixTimestamp64Nano(timestamp) AS ts, duration_ms, trace_id, span_id, p
        price_status != 'no_usage' AS has_usage, input_tokens, output_tokens, cache_read_tokens + cache_write_tokens,
        reasoning_tokens, toUInt32(toStartOfMinute(timestamp)) AS minute
 FROM llm_spans
-WHERE ({ranges}) AND concat(trace_id, span_id) IN (SELECT arrayJoin({keys:Array(String)}))
+WHERE ({ranges}) AND span_id IN (SELECT arrayJoin(splitByChar(',', {keys:String})) AS k)
 """
 
 
@@ -170,17 +175,30 @@ def summary_of_row(r: tuple) -> CallSummary:
                        r[_INPUT], r[_OUTPUT], r[_CACHE_READ] + r[_CACHE_WRITE], r[_REASONING])
 
 
-def time_ranges(windows: list[tuple[int, int]]) -> str:
-    """A condition on `timestamp` for the union of the windows [lo, hi] (ns), as few ranges as the gaps allow
-    (numbers the collector computed, never span text)."""
-    windows.sort()
-    merged = [list(windows[0])]
-    for lo, hi in windows[1:]:
-        if lo <= merged[-1][1] + _LOOKUP_GAP_NS:
-            merged[-1][1] = max(merged[-1][1], hi)
+class HexList:
+    """Hex keys as one comma-separated query parameter, bound as they are: clickhouse-connect quotes a `str`
+    parameter character by character, and binds any other value as its str(), which here can only be hex
+    digits and commas (checked)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.text = ",".join(keys)
+        if self.text.strip("0123456789abcdef,"):
+            raise ValueError("not hex keys")  # (never: every key is made by bytes.hex())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def time_ranges(starts: list[int], before: int, after: int) -> str:
+    """A condition on `timestamp` for the union of the windows [start - before, start + after] (ns) of the
+    sorted `starts`, as few ranges as the gaps allow (numbers the collector computed, never span text)."""
+    merged = [[starts[0] - before, starts[0] + after]]
+    for start in starts:
+        if start - before <= merged[-1][1] + _LOOKUP_GAP_NS:
+            merged[-1][1] = start + after
         else:
-            merged.append([lo, hi])
-    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({int(lo)}) AND fromUnixTimestamp64Nano({int(hi)})"
+            merged.append([start - before, start + after])
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({lo}) AND fromUnixTimestamp64Nano({hi})"
                        for lo, hi in merged)
 
 
@@ -237,25 +255,34 @@ class Pipeline:
         inserted (a crash in between leaves the stored span there, and the next attempt settles again)."""
         if not rows or BENCH_SKIP_SETTLE:
             return rows, []
-        summaries = [summary_of_row(r) for r in rows]
         dropped: set[int] = set()
-        for group in twin_groups(summaries):
-            keep = truest(summaries, group)
-            dropped.update(i for i in group if i != keep)
-        live = [i for i in range(len(rows)) if i not in dropped]
-        stored = self._stored_near(summaries, live)
+        span_ids = {r[_SPAN] for r in rows}
+        scopes: dict[str, str] = {}
+        shared = False  # a response id named by two instrumentations, or a span nested in another of the batch
+        for r in rows:
+            rid = r[_RESPONSE_ID]
+            if (rid and scopes.setdefault(rid, r[_SCOPE]) != r[_SCOPE]) or (r[_PARENT] and r[_PARENT] in span_ids):
+                shared = True
+                break
+        if shared:
+            summaries = [summary_of_row(r) for r in rows]
+            for group in twin_groups(summaries):
+                keep = truest(summaries, group)
+                dropped.update(i for i in group if i != keep)
+        live = [i for i in range(len(rows)) if i not in dropped] if dropped else range(len(rows))
+        stored = self._stored_near(rows, live)
         replaced: dict[str, int] = {}  # key of a stored span to delete -> its minute
         if stored:
             by_key: dict[str, int] = {}
             by_parent: dict[str, list[int]] = {}
             by_response: dict[str, list[int]] = {}
             for i in live:
-                s = summaries[i]
-                by_key[s.trace_id + s.span_id] = i
-                if s.parent_span_id:
-                    by_parent.setdefault(s.trace_id + s.parent_span_id, []).append(i)
-                if s.response_id:
-                    by_response.setdefault(s.response_id, []).append(i)
+                r = rows[i]
+                by_key[r[_TRACE] + r[_SPAN]] = i
+                if r[_PARENT]:
+                    by_parent.setdefault(r[_TRACE] + r[_PARENT], []).append(i)
+                if r[_RESPONSE_ID]:
+                    by_response.setdefault(r[_RESPONSE_ID], []).append(i)
             twins: dict[int, list[tuple[CallSummary, int]]] = {}
             for candidate, minute in stored:
                 key = candidate.trace_id + candidate.span_id
@@ -267,12 +294,12 @@ class Pipeline:
                 if child_of is not None:
                     near.add(child_of)
                 for i in near:
-                    if same_call(summaries[i], candidate):
+                    if same_call(summary_of_row(rows[i]), candidate):
                         twins.setdefault(i, []).append((candidate, minute))
             for i, found in twins.items():
                 if i in dropped:
                     continue
-                group = [summaries[i]] + [c for c, _ in found]
+                group = [summary_of_row(rows[i])] + [c for c, _ in found]
                 keep = truest(group, list(range(len(group))))
                 if keep != 0:
                     dropped.add(i)
@@ -281,40 +308,50 @@ class Pipeline:
                         replaced[candidate.trace_id + candidate.span_id] = minute
         if replaced:
             self._replace(replaced)
+        if not dropped:
+            return rows, []
         kept = [r for i, r in enumerate(rows) if i not in dropped]
         left_out = [(rows[i][_TRACE], rows[i][_SPAN]) for i in sorted(dropped)]
-        if left_out:
-            self.stats_.add(spans_duplicate=len(left_out))
+        self.stats_.add(spans_duplicate=len(left_out))
         return kept, left_out
 
-    def _stored_near(self, summaries: list[CallSummary], live: list[int]) -> list[tuple[CallSummary, int]]:
+    def _stored_near(self, rows: list[tuple], live) -> list[tuple[CallSummary, int]]:
         """Stored spans that are rows of the batch, or may describe the same calls (nested in one trace with
         one, or naming the same response from another instrumentation), with the minute of each: one query,
-        reading only the rows stored around the batch's span times (migration 070's projection)."""
-        windows, spans, parents, scopes = [], [], [], {}
-        for i in live:
-            s = summaries[i]
-            windows.append((s.timestamp_ns - TWIN_SLACK_NS, s.timestamp_ns + int(s.duration_ms * 1e6) + TWIN_SLACK_NS))
-            spans.append(s.trace_id + s.span_id)
-            if s.parent_span_id:
-                parents.append(s.trace_id + s.parent_span_id)
-            if s.response_id:
-                scopes.setdefault(s.response_id, set()).add(s.scope_name)
-        if not windows:
+        reading only the rows stored around the batch's span times (migration 070's projection). The keys travel
+        as one text parameter each (a long array literal would cost the server far more to parse)."""
+        batch = rows if isinstance(live, range) else [rows[i] for i in live]
+        if not batch:
             return []
+        # (comprehensions rather than one loop: this runs over every row of every batch)
+        spans = [r[_SPAN] for r in batch]
+        parents = [r[_PARENT] for r in batch if r[_PARENT]]
+        traces = {r[_TRACE] for r in batch}
+        longest = int(max(r[_DURATION] for r in batch) * 1e6)
+        ranges = time_ranges(sorted(r[_TS] for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
+        scopes: dict[str, set[str]] = {}
+        for rid, scope in {(r[_RESPONSE_ID], r[_SCOPE]) for r in batch if r[_RESPONSE_ID]}:
+            scopes.setdefault(rid, set()).add(scope)
         # A response named in the batch by one instrumentation only: its stored spans from that same one are
         # other calls (or the same spans, found by their keys), so they are not read.
         alone = [rid + " " + next(iter(named)) for rid, named in scopes.items() if len(named) == 1]
-        ranges = time_ranges(windows)
         try:
             found = self.store.query(STORED_SQL.replace("{ranges}", ranges), {
-                "spans": spans, "parents": parents, "responses": list(scopes), "alone": alone}).rows
-            twins = [trace + span for trace, span, *_ in found]
-            batch_keys = set(spans)
-            if all(key in batch_keys for key in twins):
+                "spans": HexList(spans), "parents": HexList(parents),
+                "responses": HexList([rid.encode().hex() for rid in scopes]),
+                "alone": HexList([key.encode().hex() for key in alone])}).rows
+            # (a span id met in another trace is another span, unless the response id links them)
+            found = [f for f in found if f[0] in traces or f[3] in scopes]
+            if not found:
+                return []
+            keys = {r[_TRACE] + r[_SPAN] for r in batch}
+            if all(trace + span in keys for trace, span, *_ in found):
                 return [(CallSummary(0, 0.0, trace, span, parent, scope, "", rid, "", False, 0, 0, 0, 0), 0)
                         for trace, span, parent, rid, scope in found]
-            detail = self.store.query(TWINS_SQL.replace("{ranges}", ranges), {"keys": twins}).rows
+            wanted = {(trace, span) for trace, span, *_ in found}
+            detail = self.store.query(TWINS_SQL.replace("{ranges}", ranges),
+                                      {"keys": HexList(sorted({span for _, span in wanted}))}).rows
+            detail = [r for r in detail if (r[2], r[3]) in wanted]
         except Exception as exc:
             self.stats_.add(insert_errors=1)
             self.stats_.set(store_down=True)
