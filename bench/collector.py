@@ -445,7 +445,7 @@ def capacity(rounds: int, quick: bool) -> str:
         every = [r for protocol in protocols for r in results[(variant, protocol)]]
         pooled = sum(r["spans"] for r in every) / sum(r["wall"] for r in every)
         steady = rate_range([r["steady_per_s"] for r in every]).split(" (")[0]
-        summary.append(f"{variant}: {pooled:,.0f} spans/s stored on one core, first export to last row; {steady} "
+        summary.append(f"{variant}: {pooled:,.0f} spans/s stored by a collector on one core, first export to last row; {steady} "
                        f"spans/s in the steady part of a round (median of rounds); peak RSS {rss.get(variant, 0):,.0f} MiB")
     header = ["collector", "protocol", "spans/s stored on one core, all rounds (min…max of rounds)",
               "steady: 10 % → 90 % of a round stored, spans/s (median; min…max)", "collector cores used",
