@@ -562,9 +562,10 @@ def same_call(a: CallSummary, b: CallSummary) -> bool:
 
 def completeness(a: CallSummary) -> tuple:
     """Orders the spans of one call, truest last: usage at all, then cache and reasoning tokens (a span that
-    lacks them dropped them), then the provider SDK's own span, then ours, then the larger count."""
-    return (a.has_usage, a.cache_tokens > 0, a.reasoning_tokens > 0, a.scope_name.startswith(PROVIDER_SDK_SCOPES),
-            a.scope_name == "otel_llmcost", a.input_tokens + a.output_tokens)
+    lacks them dropped them), then ours (it also carries the attribution: project, feature, user), then the
+    provider SDK's own span (over another instrumentation's), then the larger count."""
+    return (a.has_usage, a.cache_tokens > 0, a.reasoning_tokens > 0, a.scope_name == "otel_llmcost",
+            a.scope_name.startswith(PROVIDER_SDK_SCOPES), a.input_tokens + a.output_tokens)
 
 
 def twin_groups(summaries: list[CallSummary]) -> list[list[int]]:
