@@ -501,7 +501,7 @@ assert PricedUsage._fields == ("input_tokens", "output_tokens", "cache_read_toke
 # separate traces that name the same provider response (OpenLLMetry beside anthropic 2.x's own spans). An id
 # alone proves nothing (Ollama draws `chatcmpl-<0..998>`): two spans are one call only if they also come from
 # different instrumentations (one instrumentation makes one span per call), started within TWIN_SLACK_NS of each
-# other, and agree on the model and the output tokens.
+# other and open at a common moment, and agree on the model and the output tokens.
 
 TWIN_SLACK_NS = 2_000_000_000
 # Instrumentation scopes of the provider SDKs' own spans: over a peer's span of the same call when they disagree.
@@ -539,6 +539,11 @@ def models_agree(a: str, b: str) -> bool:
     return not a or not b or a.startswith(b) or b.startswith(a)
 
 
+def overlap(a: CallSummary, b: CallSummary) -> bool:
+    """Whether the two spans were open at some common moment (two spans of one call both cover its request)."""
+    return a.timestamp_ns <= b.timestamp_ns + b.duration_ms * 1e6 and b.timestamp_ns <= a.timestamp_ns + a.duration_ms * 1e6
+
+
 def nested(a: CallSummary, b: CallSummary) -> bool:
     return a.trace_id == b.trace_id and (a.parent_span_id == b.span_id or b.parent_span_id == a.span_id)
 
@@ -552,7 +557,7 @@ def same_call(a: CallSummary, b: CallSummary) -> bool:
     if not nested(a, b):
         if not a.response_id or a.response_id != b.response_id or a.scope_name == b.scope_name:
             return False
-        if abs(a.timestamp_ns - b.timestamp_ns) > TWIN_SLACK_NS:
+        if abs(a.timestamp_ns - b.timestamp_ns) > TWIN_SLACK_NS or not overlap(a, b):
             return False
     if not models_agree(a.model, b.model):
         return False
