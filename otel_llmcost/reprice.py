@@ -6,14 +6,15 @@ a new or edited price file), idempotently.
 How. The rows of the range are read from `llm_spans FINAL` and priced again, exactly as the collector prices
 them (`PriceCatalog` over the tokens, the service tier and the span time; the price file from `--prices` or
 `OTEL_LLMCOST_PRICES`). A row whose cost columns come out unchanged is left alone, so a second run with the
-same prices changes nothing. Changed rows are written back server-side: `INSERT INTO llm_spans ... SELECT`
-of the stored row with its new cost columns (the new values travel as query parameters), which carries a
-newer `inserted_at`, so the ReplacingMergeTree keeps it over the old one. Everything goes through
+same prices changes nothing. Changed rows are updated in place, server-side: `ALTER TABLE llm_spans UPDATE`
+of their price columns (the new values travel as query parameters), waited for, so a span stays one row and
+plain SQL without FINAL sums it once (a re-inserted newer version would be a second row until a merge).
+Everything goes through
 `store.query`, so it works on a ClickHouse server, on an embedded store, and on the embedded store of a
 running collector (through the collector's query endpoint).
 
 The per-minute rollups (every materialized view that reads `llm_spans` into a table with a `minute` column:
-`llm_rollup_1m`, `llm_user_rollup_1m`, ...) would count a re-inserted row twice, so the minutes of the range are
+`llm_rollup_1m`, `llm_user_rollup_1m`, ...) do not see an update, so the minutes of the range are
 rebuilt: their rollup rows are deleted (`ALTER TABLE ... DELETE`, synchronously) and re-aggregated from
 `llm_spans FINAL` with the view's own SELECT (all of the range's minutes, so that a run that died half-way is
 repaired by the next one). Rebuilding a minute while the collector still receives spans for
@@ -33,10 +34,11 @@ from typing import Any, TextIO
 from .collector import normalize
 from .collector.pricing import Price, PriceCatalog, PricedUsage
 from .collector.rows import COLUMNS, row as make_row
-from .store import open_store
+from .store import open_store, quote_identifier
 
 SETTLE = timedelta(minutes=5)  # minutes younger than this may still receive spans: not rebuilt
 PAGE = 2000
+UPDATE_ROWS = 50_000  # rows updated by one mutation
 
 # Columns reprice rewrites (the rest of the row is copied as stored).
 PRICE_COLUMNS = ("cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
@@ -144,37 +146,33 @@ class Progress:
             self.out.flush()
 
 
+def mutated(store: Any, table: str) -> str:
+    """The table an ALTER ... UPDATE/DELETE or a DELETE names: on a cluster, the shards' local tables (a
+    Distributed table takes no mutation)."""
+    cluster = getattr(store, "cluster", None)
+    if not cluster:
+        return table
+    local = table if table.endswith("_local") else f"{table}_local"  # (a view's target is local already)
+    return f"{local} ON CLUSTER {quote_identifier(cluster)}"
+
+
 def _write_back(store: Any, rows: list[tuple[dict, dict]], lo: int, hi: int) -> None:
-    """Re-inserts the stored rows with their new price columns, server-side."""
-    params: dict[str, Any] = {
-        "lo": lo, "hi": hi,
-        "t": [r["trace_id"] for r, _ in rows],
-        "s": [r["span_id"] for r, _ in rows],
-    }
+    """Updates the stored rows' price columns in place (one mutation, waited for): each span stays one row, so
+    plain SQL, FINAL and the rollups rebuilt from the rows agree as soon as this returns."""
+    params: dict[str, Any] = {"lo": lo, "hi": hi, "k": [r["trace_id"] + r["span_id"] for r, _ in rows]}
+    at = "indexOf({k:Array(String)}, concat(trace_id, span_id))"
+    assignments = []
     for i, key in enumerate(PRICE_COLUMNS):
         params[f"p{i}"] = [nano_string(n[key]) for _, n in rows]
+        value = f"arrayElement({{p{i}:Array(String)}}, {at})"
+        assignments.append(f"{key} = if({value} = '', NULL, toDecimal64({value}, 9))")
     for i, key in enumerate(TEXT_COLUMNS):
         params[f"x{i}"] = [str(n[key]) for _, n in rows]
-    arrays = ", ".join(["{t:Array(String)}", "{s:Array(String)}"]
-                       + [f"{{p{i}:Array(String)}}" for i in range(len(PRICE_COLUMNS))]
-                       + [f"{{x{i}:Array(String)}}" for i in range(len(TEXT_COLUMNS))])
-    fields = ["tupleElement(z, 1) AS r_trace", "tupleElement(z, 2) AS r_span"]
-    for i, key in enumerate(PRICE_COLUMNS):
-        e = f"tupleElement(z, {3 + i})"
-        fields.append(f"if({e} = '', NULL, toDecimal64({e}, 9)) AS r_{key}")
-    for i, key in enumerate(TEXT_COLUMNS):
-        fields.append(f"tupleElement(z, {3 + len(PRICE_COLUMNS) + i}) AS r_{key}")
-    columns = [c for c in COLUMNS]
-    select = ", ".join(f"n.r_{c}" if c in PRICE_COLUMNS + TEXT_COLUMNS else f"s.{c}" for c in columns)
-    sql = (
-        f"INSERT INTO llm_spans ({', '.join(columns)}) SETTINGS insert_deduplicate = 0 "
-        f"SELECT {select} FROM (SELECT * FROM llm_spans FINAL "
+        assignments.append(f"{key} = arrayElement({{x{i}:Array(String)}}, {at})")
+    store.query(
+        f"ALTER TABLE {mutated(store, 'llm_spans')} UPDATE {', '.join(assignments)} "
         "WHERE timestamp >= fromUnixTimestamp64Nano({lo:Int64}) AND timestamp < fromUnixTimestamp64Nano({hi:Int64}) "
-        "AND has({s:Array(String)}, span_id)) AS s "
-        f"INNER JOIN (SELECT {', '.join(fields)} FROM (SELECT arrayJoin(arrayZip({arrays})) AS z)) AS n "
-        "ON s.trace_id = n.r_trace AND s.span_id = n.r_span"
-    )
-    store.query(sql, params)
+        f"AND {at} > 0 SETTINGS mutations_sync = 2", params)
 
 
 def rollup_views(store: Any) -> list[tuple[str, str, str]]:
@@ -198,15 +196,17 @@ def rollup_views(store: Any) -> list[tuple[str, str, str]]:
     return views
 
 
-def rebuild_rollups(store: Any, lo_minute: int, hi_minute: int) -> None:
+def rebuild_rollups(store: Any, lo_minute: int, hi_minute: int, excluded: list[str] | None = None) -> None:
     """Deletes the rollup rows of the minutes [lo_minute, hi_minute) (unix seconds) and re-aggregates them from
-    llm_spans FINAL with each view's own SELECT."""
-    params = {"lo": lo_minute, "hi": hi_minute}
+    llm_spans FINAL with each view's own SELECT; without the spans `excluded` (trace id + span id), which the
+    collector is about to delete."""
+    params: dict[str, Any] = {"lo": lo_minute, "hi": hi_minute, "excluded": excluded or []}
     for _, table, select in rollup_views(store):
-        store.query(f"ALTER TABLE {table} DELETE WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') "
+        store.query(f"ALTER TABLE {mutated(store, table)} DELETE WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') "
                     "AND minute < toDateTime({hi:UInt32}, 'UTC') SETTINGS mutations_sync = 2", params)
         source = ("(SELECT * FROM llm_spans FINAL WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') "
-                  "AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC')) AS llm_spans")
+                  "AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') "
+                  "AND NOT has({excluded:Array(String)}, concat(trace_id, span_id))) AS llm_spans")
         rebuilt = re.sub(r"\bFROM\s+(?:[`\"\w]+\.)?`?llm_spans`?(?=\s|$)", lambda _: "FROM " + source, select,
                          count=1)
         store.query(f"INSERT INTO {table} SETTINGS insert_deduplicate = 0 {rebuilt}", params)
@@ -231,6 +231,7 @@ def reprice(store: Any, catalog: PriceCatalog, since: datetime, until: datetime,
     after = (-1, "", "")
     done = changed_rows = 0
     minutes: set[int] = set()
+    pending: list[tuple[dict, dict]] = []  # updates not written yet: a mutation rewrites parts, so few and large
     while True:
         page = store.query(sql, {**params, "after_ts": after[0], "after_trace": after[1], "after_span": after[2],
                                  "page": PAGE})
@@ -244,14 +245,18 @@ def reprice(store: Any, catalog: PriceCatalog, since: datetime, until: datetime,
             if new is not None and changed(record, new):
                 updates.append((record, new))
                 minutes.add(record["ts"] // 10**9 // 60 * 60)
-        if updates:
-            _write_back(store, updates, lo, hi)
-            changed_rows += len(updates)
+        pending += updates
+        changed_rows += len(updates)
+        if len(pending) >= UPDATE_ROWS:
+            _write_back(store, pending, lo, hi)
+            pending = []
         done += len(page.rows)
         last = dict(zip(names, page.rows[-1]))
         after = (last["ts"], last["trace_id"], last["span_id"])
         if progress:
             progress.update(done, changed_rows)
+    if pending:
+        _write_back(store, pending, lo, hi)
     # Every minute of the range, not only those that changed: a run that died between a write-back and this
     # rebuild leaves no trace in the rows, so the next run must still repair the rollup.
     rebuild_rollups(store, lo // 10**9 // 60 * 60, -(-hi // (60 * 10**9)) * 60)

@@ -4,6 +4,7 @@ the peer's spans with the real OTLP/HTTP exporter to a collector.
     python peer_worker.py < job.json
 
 job: {"peer": "openllmetry" | "openlit" | "openinference" | "contrib" | "native",
+      "native_spans": true (optional: anthropic 2.x's own spans on beside the peer's, as by default),
       "endpoint": "http://127.0.0.1:PORT/v1/traces",
       "calls": [{"sdk": "openai" | "anthropic", "base_url": ..., "body": {...}}]}
 
@@ -19,7 +20,8 @@ import sys
 
 job = json.load(sys.stdin)
 peer = job["peer"]
-if peer != "native":
+native_spans = peer == "native" or bool(job.get("native_spans"))
+if not native_spans:
     os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"  # one instrumentation per test
 os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
 os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
@@ -80,7 +82,7 @@ for call in job["calls"]:
         client = openai.OpenAI(base_url=call["base_url"], api_key="test", max_retries=0)
         result = client.chat.completions.create(**body)
     else:
-        options = {"open_telemetry": {"tracer_provider": provider}} if peer == "native" else {}
+        options = {"open_telemetry": {"tracer_provider": provider}} if native_spans else {}
         client = anthropic.Anthropic(base_url=call["base_url"], api_key="test", max_retries=0, **options)
         result = client.messages.create(**body)
     if body.get("stream"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -238,3 +239,47 @@ def test_anthropic_native_spans_are_priced_exactly(collector):
     """The SDK's own span (scope com.anthropic.sdk.python): input includes the cache; writes spelled cache_write."""
     rows, _ = check(collector, "native", ANTHROPIC_CACHING)
     assert {r["scope_name"] for r in rows} == {"com.anthropic.sdk.python"}
+
+
+# -- a peer beside anthropic 2.x's own spans -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("peer", ["openllmetry", "openlit"])
+def test_a_peer_beside_the_sdks_own_spans_makes_one_exact_row_per_call(collector, peer):
+    """With anthropic 2.x's own spans on (its default whenever a tracer provider is set), each call makes two
+    spans, the peer's and the SDK's (OpenLLMetry: separate root traces linked by the response id; OpenLIT: the
+    SDK's nested in its own). Stored: one row per call, with the usage and the cost the provider billed."""
+    python, why = peer_venvs.ensure(peer)
+    if python is None:
+        pytest.skip(f"{peer_venvs.PEERS[peer]['label']} cannot be installed here: {why}")
+    server = ReplayServer(ANTHROPIC_CACHING).start()
+    try:
+        calls = [{"sdk": "anthropic", "base_url": server.anthropic_base_url, "body": body_of(interaction)}
+                 for interaction in server.interactions]
+        stats = collector.stats()
+        loaded = stats["spans_stored"] + stats["spans_duplicate"]
+        job = {"peer": peer, "native_spans": True, "endpoint": collector.http_endpoint + "/v1/traces", "calls": calls}
+        done = subprocess.run([str(python), str(HERE / "peer_worker.py")], input=json.dumps(job), capture_output=True,
+                              text=True, timeout=180)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-4000:]
+    spans = [s for s in json.loads(done.stdout) if any(k.startswith("gen_ai.usage") for k in s["attributes"])]
+    assert len(spans) == 2 * len(calls), json.dumps(spans)[:2000]  # the peer's and the SDK's, for each call
+    assert len({s["scope"] for s in spans}) == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = collector.stats()
+        if stats["spans_stored"] + stats["spans_duplicate"] >= loaded + len(spans):
+            break
+        time.sleep(0.1)
+    rows = collector.query(  # plain SQL: FINAL would hide a second row
+        "SELECT toUnixTimestamp64Nano(timestamp) AS ts, * FROM llm_spans WHERE has({ids:Array(String)}, span_id) "
+        "ORDER BY timestamp", {"ids": [s["span_id"] for s in spans]})
+    assert len(rows) == len(calls), [(r["scope_name"], r["response_id"], r["input_tokens"]) for r in rows]
+    for row, call in zip(rows, truth(ANTHROPIC_CACHING)):
+        where = (peer, row["scope_name"], row["response_id"])
+        assert (row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"], row["output_tokens"]) == \
+            (call["input"], call["cache_read"], call["cache_write"], call["output"]), where
+        assert row["price_status"] == "priced", where
+        assert abs(Decimal(str(row["cost_usd"])) - billed(call, int(row["ts"]))) < NANO, where

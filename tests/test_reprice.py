@@ -73,6 +73,7 @@ def snapshot(collector, start: int, end: int) -> dict[str, dict]:
 
 
 def assert_rollups_match(collector, start: int, end: int) -> None:
+    """The rollups, plain SQL over llm_spans (without FINAL) and FINAL agree, minute by minute."""
     params = {"a": start, "b": end}
     window = ("timestamp >= fromUnixTimestamp64Nano({a:Int64}) AND timestamp < fromUnixTimestamp64Nano({b:Int64})")
     minutes = "minute >= toStartOfMinute(fromUnixTimestamp64Nano({a:Int64})) AND minute < fromUnixTimestamp64Nano({b:Int64})"
@@ -82,6 +83,13 @@ def assert_rollups_match(collector, start: int, end: int) -> None:
         "sum(ifNull(cost_usd, 0)) AS cost, sum(ifNull(cache_savings_usd, 0)) AS savings, "
         "countIf(cache_hit_kind != '') AS hits, sum(ifNull(app_cache_savings_usd, 0)) AS app_savings "
         f"FROM llm_spans FINAL WHERE {window} GROUP BY m, model ORDER BY m, model", params)
+    plain = collector.query(
+        "SELECT toStartOfMinute(timestamp) AS m, if(response_model != '', response_model, request_model) AS model, "
+        "countIf(cache_hit_kind = '') AS calls, countIf(price_status = 'unpriced') AS unpriced, "
+        "sum(ifNull(cost_usd, 0)) AS cost, sum(ifNull(cache_savings_usd, 0)) AS savings, "
+        "countIf(cache_hit_kind != '') AS hits, sum(ifNull(app_cache_savings_usd, 0)) AS app_savings "
+        f"FROM llm_spans WHERE {window} GROUP BY m, model ORDER BY m, model", params)
+    assert plain == truth  # each span one row: a reprice updates it in place
     rollup = collector.query(
         "SELECT minute AS m, model, sum(calls) AS calls, sum(unpriced_calls) AS unpriced, sum(cost_usd) AS cost, "
         "sum(cache_savings_usd) AS savings, sum(app_cache_hits) AS hits, sum(app_cache_savings_usd) AS app_savings "

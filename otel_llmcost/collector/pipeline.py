@@ -26,7 +26,8 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..store import Store, StoreError
-from .normalize import Call, calls_in, one_per_call, request_text
+from .normalize import (TWIN_SLACK_NS, Call, CallSummary, calls_in, one_per_call, request_text, same_call, truest,
+                        twin_groups)
 from .pricing import Price, PriceCatalog
 from .rows import COLUMNS, row
 from .spool import Spool
@@ -54,6 +55,9 @@ _ERROR_CODE = re.compile(r"\bCode:\s*(\d+)")
 # When every row of a batch is refused, one at a time, this many times in a row, the store is refusing
 # everything (not these rows): retry instead of setting the batch aside.
 REFUSED_ALONE_BEFORE_RETRY = 8
+# Benchmark hook (bench/collector.py's A/B of the cost of `Pipeline.settle`; never set it in production): the
+# batch is not settled against the store, as before store look-ups existed.
+BENCH_SKIP_SETTLE = bool(os.environ.get("OTEL_LLMCOST_BENCH_SKIP_SETTLE"))
 # The loader's full garbage collections, this often (its young ones follow each insert; see Loader.run).
 GC_FULL_SECONDS = 60.0
 
@@ -157,10 +161,10 @@ class Stats:
 
 
 class RecentCalls:
-    """Keys of the calls stored lately, so that a re-sent span, or a second span describing the same
-    response, is not counted twice. Bounded: the newest `capacity` keys at least, twice that at most; the
-    table's ReplacingMergeTree key is the backstop.
-    A key is one string: trace id + span id (48 hex digits), or trace id + "/" + response id."""
+    """Keys of the spans stored lately, so that a span re-sent soon after is left out without asking the store.
+    Bounded: the newest `capacity` keys at least, twice that at most. A key is trace id + span id (48 hex
+    digits). What it has forgotten, and what other collector processes stored, `Pipeline.settle` asks the
+    store about."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
@@ -173,15 +177,11 @@ class RecentCalls:
     def span_key(trace_id: str, span_id: str) -> str:
         return trace_id + span_id
 
-    @staticmethod
-    def response_key(trace_id: str, response_id: str) -> str:
-        return trace_id + "/" + response_id  # a span key has no "/": the two kinds never meet
-
     def __contains__(self, key: str) -> bool:
         return key in self.keys or key in self.older
 
     def take(self, items: list[tuple[Call, Any]]) -> tuple[list[tuple[Call, Any]], list[Call]]:
-        """The items whose call was not stored lately, nor already met earlier in `items` (remembered from now
+        """The items whose span was not stored lately, nor already met earlier in `items` (remembered from now
         on), and the calls left out."""
         kept, left_out, keys, older = [], [], self.keys, self.older
         batch: dict[str, None] = {}  # (a dict: remembered in the order met)
@@ -191,12 +191,6 @@ class RecentCalls:
             if span_key in keys or span_key in older or span_key in batch:
                 left_out.append(call)
                 continue
-            if call.response_id:
-                response_key = call.trace_id + "/" + call.response_id  # response_key()
-                if response_key in keys or response_key in older or response_key in batch:
-                    left_out.append(call)
-                    continue
-                batch[response_key] = None
             batch[span_key] = None
             kept.append(item)
         self.remember_keys(batch)
@@ -212,11 +206,82 @@ class RecentCalls:
         return [*self.older, *self.keys]
 
 
+# Column positions in a row (rows.COLUMNS) of what `settle` reads.
+_COL = {name: i for i, name in enumerate(COLUMNS)}
+(_TS, _DURATION, _TRACE, _SPAN, _PARENT, _SCOPE, _REQUEST_MODEL, _RESPONSE_MODEL, _RESPONSE_ID, _INPUT, _OUTPUT,
+ _CACHE_READ, _CACHE_WRITE, _REASONING, _STATUS, _CACHE_HIT) = (_COL[c] for c in (
+    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "scope_name", "request_model",
+    "response_model", "response_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "price_status", "cache_hit_kind"))
+# Stored rows within this distance of each other are read by one range of the look-up.
+_LOOKUP_GAP_NS = 60_000_000_000
+
+# The look-up's keys are lists of hex text, each one text parameter (comma-separated): span ids are hex
+# already (`bytes.hex()` made them), response ids and scopes are hex-encoded here. A list can be 50,000 keys
+# long: as an array, or as text the client escapes character by character, or as a literal in the SQL, it
+# would cost the client or the server's parser far more than splitting it on the server. Span ids alone (64
+# random bits) select the candidates; their trace ids are compared here.
+STORED_SQL = """
+SELECT trace_id, span_id, parent_span_id, response_id, scope_name
+FROM llm_spans
+WHERE ({ranges})
+  AND (span_id IN (SELECT arrayJoin(splitByChar(',', {spans:String})) AS k)
+       OR span_id IN (SELECT arrayJoin(splitByChar(',', {parents:String})) AS k)
+       OR parent_span_id IN (SELECT arrayJoin(splitByChar(',', {spans:String})) AS k)
+       OR (lower(hex(response_id)) IN (SELECT arrayJoin(splitByChar(',', {responses:String})) AS k)
+           AND lower(hex(concat(response_id, ' ', scope_name))) NOT IN (SELECT arrayJoin(splitByChar(',', {alone:String})) AS k)))
+"""
+
+TWINS_SQL = """
+SELECT toUnixTimestamp64Nano(timestamp) AS ts, duration_ms, trace_id, span_id, parent_span_id, scope_name,
+       if(response_model != '', response_model, request_model) AS model, response_id, cache_hit_kind,
+       price_status != 'no_usage' AS has_usage, input_tokens, output_tokens, cache_read_tokens + cache_write_tokens,
+       reasoning_tokens, toUInt32(toStartOfMinute(timestamp)) AS minute
+FROM llm_spans
+WHERE ({ranges}) AND span_id IN (SELECT arrayJoin(splitByChar(',', {keys:String})) AS k)
+"""
+
+
+def summary_of_row(r: tuple) -> CallSummary:
+    return CallSummary(r[_TS], r[_DURATION], r[_TRACE], r[_SPAN], r[_PARENT], r[_SCOPE],
+                       r[_RESPONSE_MODEL] or r[_REQUEST_MODEL], r[_RESPONSE_ID], r[_CACHE_HIT], r[_STATUS] != "no_usage",
+                       r[_INPUT], r[_OUTPUT], r[_CACHE_READ] + r[_CACHE_WRITE], r[_REASONING])
+
+
+class HexList:
+    """Hex keys as one comma-separated query parameter, bound as they are: clickhouse-connect quotes a `str`
+    parameter character by character, and binds any other value as its str(), which here can only be hex
+    digits and commas (checked)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.text = ",".join(keys)
+        if self.text.strip("0123456789abcdef,"):
+            raise ValueError("not hex keys")  # (never: every key is made by bytes.hex())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def time_ranges(starts: list[int], before: int, after: int) -> str:
+    """A condition on `timestamp` for the union of the windows [start - before, start + after] (ns) of the
+    sorted `starts`, as few ranges as the gaps allow (numbers the collector computed, never span text)."""
+    merged = [[starts[0] - before, starts[0] + after]]
+    for start in starts:
+        if start - before <= merged[-1][1] + _LOOKUP_GAP_NS:
+            merged[-1][1] = start + after
+        else:
+            merged.append([start - before, start + after])
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({lo}) AND fromUnixTimestamp64Nano({hi})"
+                       for lo, hi in merged)
+
+
 class Pipeline:
-    def __init__(self, store: Store, catalog: PriceCatalog | None = None, stats: Stats | None = None) -> None:
+    def __init__(self, store: Store, catalog: PriceCatalog | None = None, stats: Stats | None = None,
+                 recent_calls: int | None = None) -> None:
         self.store = store
         self.catalog = catalog or PriceCatalog()
-        self.recent = RecentCalls()
+        # (OTEL_LLMCOST_RECENT_CALLS: for tests that need a memory they can exceed)
+        self.recent = RecentCalls(recent_calls or int(os.environ.get("OTEL_LLMCOST_RECENT_CALLS") or 200_000))
         self.stats_ = stats or Stats()
         self.lock = threading.Lock()  # one writer: dedup check, insert and remember are one step
 
@@ -232,7 +297,8 @@ class Pipeline:
         dedup against an empty `recent` and leave out exactly the calls left out then. `dead`: spans that cannot
         be stored are appended to it (else they are dropped, logged)."""
         set_aside: list = []
-        calls = one_per_call(list(calls_in(request, set_aside)))
+        spans = list(calls_in(request, set_aside))
+        calls = one_per_call(spans)
         items = []
         priced = unpriced = no_usage = 0
         price = self.price
@@ -256,8 +322,8 @@ class Pipeline:
             else:
                 logger.warning("dropped %d spans that cannot be stored: %s", len(letters), letters[0].reason)
         if not items:
-            if calls:
-                self.stats_.add(llm_spans=len(calls))
+            if spans:
+                self.stats_.add(llm_spans=len(spans))
             return [], []
         readable = len(items)
         if skip:
@@ -266,9 +332,143 @@ class Pipeline:
         with self.lock:
             fresh, left_out = recent.take(items)
         skipped = [(call.trace_id, call.span_id) for call in left_out]
-        self.stats_.add(llm_spans=len(calls), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
-                        spans_duplicate=readable - len(fresh))
+        # (a second span of a call counts as a duplicate)
+        self.stats_.add(llm_spans=len(spans), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
+                        spans_duplicate=len(spans) - len(calls) + readable - len(fresh))
         return [r for _, r in fresh], skipped
+
+    def settle(self, rows: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
+        """A batch about to be inserted, against itself and the store (whatever collector process stored what):
+        its rows less the spans already stored and the spans of calls that a truer span describes, and the
+        (trace_id, span_id) of the rows left out. A stored span that a row of the batch describes better is
+        replaced: the rollups' minutes of it are rebuilt without it, then it is deleted, before the batch is
+        inserted (a crash in between leaves the stored span there, and the next attempt settles again)."""
+        if not rows or BENCH_SKIP_SETTLE:
+            return rows, []
+        dropped: set[int] = set()
+        span_ids = {r[_SPAN] for r in rows}
+        scopes: dict[str, str] = {}
+        shared = False  # a response id named by two instrumentations, or a span nested in another of the batch
+        for r in rows:
+            rid = r[_RESPONSE_ID]
+            if (rid and scopes.setdefault(rid, r[_SCOPE]) != r[_SCOPE]) or (r[_PARENT] and r[_PARENT] in span_ids):
+                shared = True
+                break
+        if shared:
+            summaries = [summary_of_row(r) for r in rows]
+            for group in twin_groups(summaries):
+                keep = truest(summaries, group)
+                dropped.update(i for i in group if i != keep)
+        live = [i for i in range(len(rows)) if i not in dropped] if dropped else range(len(rows))
+        stored = self._stored_near(rows, live)
+        replaced: dict[str, int] = {}  # key of a stored span to delete -> its minute
+        if stored:
+            by_key: dict[str, int] = {}
+            by_parent: dict[str, list[int]] = {}
+            by_response: dict[str, list[int]] = {}
+            for i in live:
+                r = rows[i]
+                by_key[r[_TRACE] + r[_SPAN]] = i
+                if r[_PARENT]:
+                    by_parent.setdefault(r[_TRACE] + r[_PARENT], []).append(i)
+                if r[_RESPONSE_ID]:
+                    by_response.setdefault(r[_RESPONSE_ID], []).append(i)
+            twins: dict[int, list[tuple[CallSummary, int]]] = {}
+            for candidate, minute in stored:
+                key = candidate.trace_id + candidate.span_id
+                if key in by_key:
+                    dropped.add(by_key[key])  # the same span, stored already
+                    continue
+                near = {*by_parent.get(key, ()), *by_response.get(candidate.response_id, ())}  # its children, ids
+                child_of = by_key.get(candidate.trace_id + candidate.parent_span_id)  # its parent
+                if child_of is not None:
+                    near.add(child_of)
+                for i in near:
+                    if same_call(summary_of_row(rows[i]), candidate):
+                        twins.setdefault(i, []).append((candidate, minute))
+            for i, found in twins.items():
+                if i in dropped:
+                    continue
+                group = [summary_of_row(rows[i])] + [c for c, _ in found]
+                keep = truest(group, list(range(len(group))))
+                if keep != 0:
+                    dropped.add(i)
+                for n, (candidate, minute) in enumerate(found, 1):
+                    if n != keep:
+                        replaced[candidate.trace_id + candidate.span_id] = minute
+        if replaced:
+            self._replace(replaced)
+        if not dropped:
+            return rows, []
+        kept = [r for i, r in enumerate(rows) if i not in dropped]
+        left_out = [(rows[i][_TRACE], rows[i][_SPAN]) for i in sorted(dropped)]
+        self.stats_.add(spans_duplicate=len(left_out))
+        return kept, left_out
+
+    def _stored_near(self, rows: list[tuple], live) -> list[tuple[CallSummary, int]]:
+        """Stored spans that are rows of the batch, or may describe the same calls (nested in one trace with
+        one, or naming the same response from another instrumentation), with the minute of each: one query,
+        reading only the rows stored around the batch's span times (migration 070's projection). The keys travel
+        as one text parameter each (a long array literal would cost the server far more to parse)."""
+        batch = rows if isinstance(live, range) else [rows[i] for i in live]
+        if not batch:
+            return []
+        # (comprehensions rather than one loop: this runs over every row of every batch)
+        spans = [r[_SPAN] for r in batch]
+        parents = [r[_PARENT] for r in batch if r[_PARENT]]
+        traces = {r[_TRACE] for r in batch}
+        longest = int(max(r[_DURATION] for r in batch) * 1e6)
+        ranges = time_ranges(sorted(r[_TS] for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
+        scopes: dict[str, set[str]] = {}
+        for rid, scope in {(r[_RESPONSE_ID], r[_SCOPE]) for r in batch if r[_RESPONSE_ID]}:
+            scopes.setdefault(rid, set()).add(scope)
+        # A response named in the batch by one instrumentation only: its stored spans from that same one are
+        # other calls (or the same spans, found by their keys), so they are not read.
+        alone = [rid + " " + next(iter(named)) for rid, named in scopes.items() if len(named) == 1]
+        try:
+            found = self.store.query(STORED_SQL.replace("{ranges}", ranges), {
+                "spans": HexList(spans), "parents": HexList(parents),
+                "responses": HexList([rid.encode().hex() for rid in scopes]),
+                "alone": HexList([key.encode().hex() for key in alone])}).rows
+            # (a span id met in another trace is another span, unless the response id links them)
+            found = [f for f in found if f[0] in traces or f[3] in scopes]
+            if not found:
+                return []
+            keys = {r[_TRACE] + r[_SPAN] for r in batch}
+            if all(trace + span in keys for trace, span, *_ in found):
+                return [(CallSummary(0, 0.0, trace, span, parent, scope, "", rid, "", False, 0, 0, 0, 0), 0)
+                        for trace, span, parent, rid, scope in found]
+            wanted = {(trace, span) for trace, span, *_ in found}
+            detail = self.store.query(TWINS_SQL.replace("{ranges}", ranges),
+                                      {"keys": HexList(sorted({span for _, span in wanted}))}).rows
+            detail = [r for r in detail if (r[2], r[3]) in wanted]
+        except Exception as exc:
+            self.stats_.add(insert_errors=1)
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(str(exc).strip()) from exc
+        return [(CallSummary(*r[:14]), r[14]) for r in detail]
+
+    def _replace(self, replaced: dict[str, int]) -> None:
+        """Removes stored spans that a truer span of the same call replaces: their rollup minutes rebuilt
+        without them first, then the rows deleted (both idempotent: a crash in between is repaired by the
+        next attempt, which finds them stored still)."""
+        from ..reprice import mutated, rebuild_rollups
+
+        keys = list(replaced)
+        try:
+            for minute in sorted(set(replaced.values())):
+                rebuild_rollups(self.store, minute, minute + 60, excluded=keys)
+            lo, hi = min(replaced.values()), max(replaced.values()) + 60
+            self.store.query(
+                f"DELETE FROM {mutated(self.store, 'llm_spans')} "
+                "WHERE timestamp >= toDateTime64({lo:UInt32}, 9, 'UTC') AND timestamp < toDateTime64({hi:UInt32}, 9, 'UTC') "
+                "AND has({keys:Array(String)}, concat(trace_id, span_id))",
+                {"lo": lo, "hi": hi, "keys": keys})
+        except Exception as exc:
+            self.stats_.add(insert_errors=1)
+            self.stats_.set(store_down=True)
+            raise StoreUnavailable(str(exc).strip()) from exc
+        logger.info("replaced %d stored span(s) by a truer span of the same call", len(keys))
 
     def write(self, rows: list[tuple], dedup_token: str | None = None) -> None:
         """Inserts rows: StoreUnavailable if the store cannot take them now, RowsRefused if it refused them."""
@@ -354,21 +554,17 @@ class Pipeline:
         return Outcome(received=len(rows), stored=stored)
 
     def warm_up(self, limit: int = 200_000) -> int:
-        """Remembers the calls stored in the last minutes (by any earlier collector process), so that an
-        exporter retrying across a collector restart does not count them twice."""
+        """Remembers the spans stored in the last minutes (by any earlier collector process), so that an
+        exporter retrying across a collector restart is answered from memory (`settle` would find them too)."""
         try:
             result = self.store.query(
-                "SELECT trace_id, span_id, response_id FROM llm_spans "
+                "SELECT trace_id, span_id FROM llm_spans "
                 "WHERE timestamp >= now64(9) - toIntervalDay(2) AND inserted_at >= now64(3) - toIntervalMinute(15) "
                 "ORDER BY inserted_at DESC LIMIT {limit:UInt64}", {"limit": limit})
         except Exception as exc:
             logger.warning("could not read recently stored calls (%s): dedup of retries starts empty", exc)
             return 0
-        keys: list[str] = []
-        for trace_id, span_id, response_id in result.rows:
-            keys.append(RecentCalls.span_key(trace_id, span_id))
-            if response_id:
-                keys.append(RecentCalls.response_key(trace_id, response_id))
+        keys = [RecentCalls.span_key(trace_id, span_id) for trace_id, span_id in result.rows]
         with self.lock:
             self.recent.remember_keys(keys)
         return len(result.rows)
@@ -476,7 +672,7 @@ class Loader(threading.Thread):
             self.end = end
             with self.pipeline.lock:
                 self.pipeline.recent.remember_keys(replay_recent.all_keys())
-            if not self._flush():
+            if not self._flush(replay=True):
                 return
         self._new_batch()
         while True:
@@ -519,16 +715,25 @@ class Loader(threading.Thread):
         self.records += 1
         self.end = self.position = record_end
 
-    def _flush(self) -> bool:
+    def _flush(self, replay: bool = False) -> bool:
         """Stores the batch (retrying while the store is down), its dead letters, and advances the checkpoint.
-        False if stopping gave up on a down store or an unwritable spool (the batch stays in the spool)."""
+        False if stopping gave up on a down store or an unwritable spool (the batch stays in the spool). The
+        batch is first settled against the store (`Pipeline.settle`), and what that leaves out is recorded with
+        the batch's range, so that a `replay` rebuilds exactly the rows of the first attempt."""
         if self.rows or self.dead:
             token = self.spool.token(self.start, self.end)
-            if not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
+            settled = replay
+            if replay and not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
                 return False
             delay = self.retry_seconds
             while True:
                 try:
+                    if not settled:
+                        self.rows, left_out = self.pipeline.settle(self.rows)
+                        self.skipped.extend(left_out)
+                        settled = True
+                        if not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
+                            return False
                     refused = self.pipeline.write_batch(self.rows, token) if self.rows else []
                     self.pipeline.write_dead_letters(self.dead + refused, token)
                     if CRASH_AFTER_INSERT_FILE and os.path.exists(CRASH_AFTER_INSERT_FILE):
