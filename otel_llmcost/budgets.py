@@ -78,6 +78,15 @@ def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str
     return scope, value, period
 
 
+SET_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
+           "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, now64(3), 0)")
+REMOVE_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
+              "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)")
+# The only writes a running collector makes for a client (its query endpoint is read-only): by name, with
+# typed parameters.
+WRITES = {"budget.set": SET_SQL, "budget.remove": REMOVE_SQL}
+
+
 def split_scope(text: str) -> tuple[str, str]:
     """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value)."""
     scope, _, value = text.partition("=")
@@ -92,11 +101,7 @@ def set_budget(store, scope: str, value: str | None, period: str, amount_usd) ->
         raise ValueError(f"not an amount: {amount_usd!r}") from exc
     if amount <= 0:
         raise ValueError("the amount must be above 0 (use remove to drop a budget)")
-    store.command(
-        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
-        "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, now64(3), 0)",
-        {"scope": scope, "value": value, "period": period, "amount": str(amount)},
-    )
+    store.command(SET_SQL, {"scope": scope, "value": value, "period": period, "amount": str(amount)})
     return Budget(scope, value, period, amount)
 
 
@@ -105,11 +110,7 @@ def remove_budget(store, scope: str, value: str | None, period: str) -> bool:
     scope, value, period = normalize(scope, value, period)
     if not any(b.scope == scope and b.scope_value == value and b.period == period for b in list_budgets(store)):
         return False
-    store.command(
-        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
-        "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)",
-        {"scope": scope, "value": value, "period": period},
-    )
+    store.command(REMOVE_SQL, {"scope": scope, "value": value, "period": period})
     return True
 
 

@@ -125,17 +125,24 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=os.environ.get("OTEL_LLMCOST_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"),
-        cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
-        max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        forward_endpoint=args.forward_endpoint)
+    from .collector import ConfigError
+
+    try:
+        run(args.store, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN") or None,
+            cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
+            max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            forward_endpoint=args.forward_endpoint, clickhouse_port=args.clickhouse_port,
+            allow_unauthenticated=args.allow_unauthenticated or None)
+    except (ConfigError, OSError) as exc:
+        print(f"otel-llmcost collector: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
-        result = store.query(args.query)
+        result = store.user_query(args.query)  # read-only, one statement, time-limited (store.py)
     finally:
         store.close()
     print_result(result, args.format)
@@ -194,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="PEM key of --tls-cert ($OTEL_LLMCOST_TLS_KEY)")
     p.add_argument("--forward-endpoint", help="also forward every span to this OTLP/HTTP endpoint "
                                               "($OTEL_LLMCOST_FORWARD_ENDPOINT)")
+    p.add_argument("--clickhouse-port", type=int,
+                   help="port of the read-only ClickHouse HTTP interface for Grafana (default 8123 with the embedded "
+                        "store, off with a ClickHouse server; 0 = off; $OTEL_LLMCOST_CLICKHOUSE_PORT)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="listen beyond loopback without OTEL_LLMCOST_AUTH_TOKEN (anyone who reaches the ports may "
+                        "send spans and read the store)")
     p.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("sql", help="run a query against the store")
