@@ -105,7 +105,8 @@ def run(rounds: int = 5, quick: bool = False) -> str:
         ["storage delay, collector otherwise idle (median, max)", f"{median(idle):.2f} s, {max(idle):.2f} s"],
         [f"storage delay while a {LONG_QUERY_SECONDS} s query runs (median, max; {len(during)} probes)",
          f"{median(during):.2f} s, {max(during):.2f} s" if during else "n/a"],
-        ["the long query ended after", f"{outcome.get('seconds', 0):.1f} s ({'time limit' if 'TIMEOUT' in outcome.get('error', '') else outcome.get('error', 'finished')})"],
+        ["the long query ended after", f"{outcome.get('seconds', 0):.1f} s ("
+         f"{'its time limit' if 'Timeout exceeded' in outcome.get('error', '') else outcome.get('error', 'finished')})"],
         ["threads: before, with 800 idle connections", f"{threads_before}, {threads_idle}"],
         [f"16 zip bombs ({len(bomb) // 1024} kB each): answers, peak RSS growth",
          f"{sorted(set(statuses))}, {(peak_after - peak_before) / 1024:.0f} MiB"],

@@ -32,6 +32,7 @@ REPRICE_PATH = "/llmcost/v1/reprice"
 # A user's query (the `sql` command, the collector's query endpoint and its ClickHouse interface) may run this long.
 QUERY_SECONDS = float(os.environ.get("OTEL_LLMCOST_QUERY_SECONDS") or 60)
 READERS = 2  # users' queries that may run at once
+RESULT_BYTES = 256 << 20  # the largest answer to a user's query
 
 
 class StoreError(Exception):
@@ -425,6 +426,11 @@ class Store:
         except ValueError:
             asked = 0
         out["max_execution_time"] = min(asked, seconds) if asked > 0 else seconds
+        try:
+            asked = int(out.get("max_result_bytes") or 0)
+        except ValueError:
+            asked = 0
+        out["max_result_bytes"] = min(asked, RESULT_BYTES) if asked > 0 else RESULT_BYTES  # answers are held whole
         out["readonly"] = 1
         return out
 

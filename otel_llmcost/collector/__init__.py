@@ -124,8 +124,8 @@ class Collector:
                                        self.budget, self.receivers.ssl_context)
         except OSError as exc:
             if port is not None:  # asked for: a port that cannot be had is an error
-                self.receivers.stop()
-                raise
+                self.receivers.close()
+                raise OSError(f"cannot listen for the ClickHouse interface on {host}:{port}: {exc}") from exc
             logger.warning("ClickHouse interface off: cannot listen on %s:%d (%s); set OTEL_LLMCOST_CLICKHOUSE_PORT",
                            host, DEFAULT_CLICKHOUSE_PORT, exc)
             return None

@@ -731,3 +731,8 @@ class Receivers:
         self.http.shutdown()
         self.http.server_close()
         self.grpc.stop(grace=2).wait()
+
+    def close(self) -> None:
+        """Frees the ports of receivers that were never started."""
+        self.http.server_close()
+        self.grpc.stop(None)
