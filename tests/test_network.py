@@ -41,6 +41,12 @@ def ATTACKS(tmp_path: Path) -> list[str]:
         "SELECT * FROM file('/etc/passwd', 'LineAsString')",
         "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
         f"INSERT INTO FUNCTION file('{tmp_path}/out.csv', 'CSV', 'x UInt8') SELECT 1",
+        # readonly=1 lets these through on the embedded engine, its own client: checked before it sees them
+        "SELECT file('/etc/passwd')",
+        "SELECT `FILE`('/etc/passwd')",
+        f"SELECT 1 INTO OUTFILE '{tmp_path}/into.txt'",
+        f"SHOW TABLES INTO /* */ OUTFILE '{tmp_path}/into.txt'",
+        "DESCRIBE file('/etc/passwd', 'CSV')",
         "SELECT 1 SETTINGS readonly = 0",
         "SET readonly = 0",
     ]
@@ -185,6 +191,15 @@ def test_tokens_schemes_and_browsers(guarded):
     assert endpoint_query(guarded, "SELECT 1", {"Host": f"evil.example:{guarded.http_port}"})[0] == 403
     assert post(guarded.http_endpoint, body, headers={**guarded.headers, "Host": "evil.example"})[0] == 403
     assert endpoint_query(guarded, "SELECT 1", {"Host": f"localhost:{guarded.http_port}"})[0] == 200
+    # the counters need the token too; health stays open for load balancers
+    connection = http.client.HTTPConnection("127.0.0.1", guarded.http_port, timeout=10)
+    for path, status in (("/llmcost/v1/stats", 401), ("/llmcost/v1/health", 200)):
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == status, path
+        if response.getheader("Connection") == "close":
+            connection.close()
 
 
 def test_beyond_loopback_the_collector_needs_a_token_or_an_explicit_flag(tmp_path):

@@ -51,11 +51,14 @@ TRANSPORT_PARAMETERS = {
     "http_headers_progress_interval_ms", "wait_end_of_query", "buffer_size", "client_protocol_version",
     "user", "password", "quota_key", "add_http_cors_header", "http_zlib_compression_level", "readonly",
 }
-# Settings a client may set on a read: limits (tightened, never loosened past ours) and output formatting.
+# Settings a client may set on a read: limits (tightened, never loosened past ours) and output formatting. A list,
+# not a pattern: some format settings name files (`format_schema`, `output_format_schema` writes one).
 CLIENT_SETTINGS = re.compile(
     r"^(max_execution_time|max_result_rows|max_result_bytes|result_overflow_mode|max_block_size|"
-    r"date_time_output_format|date_time_input_format|cast_string_to_dynamic_use_inference|"
-    r"output_format_\w+|format_\w+|join_use_nulls|max_threads)$")
+    r"date_time_output_format|date_time_input_format|cast_string_to_dynamic_use_inference|join_use_nulls|"
+    r"output_format_json_quote_64bit_integers|output_format_json_quote_64bit_floats|"
+    r"output_format_json_quote_decimals|output_format_json_quote_denormals|output_format_json_named_tuples_as_objects|"
+    r"output_format_decimal_trailing_zeros|output_format_write_statistics|output_format_native_encode_types_in_binary_format)$")
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9_]*)\s*;?\s*$", re.I)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 # ClickHouse's HTTP status of an exception code (src/Server/HTTPHandler.cpp, exceptionCodeToHTTPStatus).

@@ -462,7 +462,11 @@ def make_http_handler(intake: Intake, store, stats: Callable[[], dict], auth_tok
         def do_GET(self) -> None:
             if self.path == "/llmcost/v1/health":
                 self._send(200, b'{"status":"ok"}', "application/json")
-            elif self.path == "/llmcost/v1/stats":
+            elif self.path == "/llmcost/v1/stats":  # (health stays open: load balancers probe it)
+                try:
+                    self.check_request()
+                except Refused as exc:
+                    return self._error(exc.status, str(exc), True, exc.headers)
                 self._send(200, json.dumps(stats()).encode(), "application/json")
             else:
                 self._send(404, b'{"message":"not found"}', "application/json")
