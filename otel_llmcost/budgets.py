@@ -90,6 +90,16 @@ def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str
     return scope, value, period
 
 
+SET_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, limit_tokens, updated_at, is_deleted) "
+           "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, {tokens:UInt64}, "
+           "now64(3), 0)")
+REMOVE_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
+              "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)")
+# The only writes a running collector makes for a client (its query endpoint is read-only): by name, with
+# typed parameters.
+WRITES = {"budget.set": SET_SQL, "budget.remove": REMOVE_SQL}
+
+
 def split_scope(text: str) -> tuple[str, str]:
     """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value). A budget has
     one scope: `project=a,feature=b` is refused, not taken for a project named `a,feature=b`."""
@@ -136,12 +146,8 @@ def set_budget(store, scope: str, value: str | None, period: str, amount_usd=Non
     limit = parse_tokens(tokens) if tokens is not None else 0
     if not amount and not limit:
         raise ValueError("a budget needs an amount in USD (--amount), a number of tokens (--tokens), or both")
-    store.command(
-        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, limit_tokens, updated_at, is_deleted) "
-        "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, {tokens:UInt64}, "
-        "now64(3), 0)",
-        {"scope": scope, "value": value, "period": period, "amount": format(amount, "f"), "tokens": limit},
-    )
+    store.command(SET_SQL, {"scope": scope, "value": value, "period": period, "amount": format(amount, "f"),
+                            "tokens": limit})
     return Budget(scope, value, period, amount, limit)
 
 
@@ -150,11 +156,7 @@ def remove_budget(store, scope: str, value: str | None, period: str) -> bool:
     scope, value, period = normalize(scope, value, period)
     if not any(b.scope == scope and b.scope_value == value and b.period == period for b in list_budgets(store)):
         return False
-    store.command(
-        "INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
-        "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)",
-        {"scope": scope, "value": value, "period": period},
-    )
+    store.command(REMOVE_SQL, {"scope": scope, "value": value, "period": period})
     return True
 
 

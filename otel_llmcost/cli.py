@@ -317,12 +317,17 @@ def cmd_collector(args: argparse.Namespace) -> int:
         refuse_store_in_use(directory)
     else:
         wait_for_server(url, args.store_wait)
+    from .collector import ConfigError
+
     try:
-        run(url, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN"),
+        run(url, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN") or None,
             cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
             max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
             forward_endpoint=args.forward_endpoint, retention_days=retention,
-            keep_attributes=args.keep_attributes)
+            keep_attributes=args.keep_attributes, clickhouse_port=args.clickhouse_port,
+            allow_unauthenticated=args.allow_unauthenticated or None)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
     except (OSError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
             raise port_in_use(args.host, args.http_port, "the OTLP/HTTP", "--http-port") from exc
@@ -335,7 +340,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
-        result = store.query(args.query)
+        result = store.user_query(args.query)  # read-only, one statement, time-limited (store.py)
     finally:
         store.close()
     print_result(result, args.format)
@@ -501,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-attributes", help="comma-separated glob patterns of span attributes to store even though "
                    "they hold prompt/completion content or look like secrets, e.g. 'gen_ai.input.messages,gen_ai.output"
                    ".messages' (default $OTEL_LLMCOST_KEEP_ATTRIBUTES; none: such attributes are not stored)")
+    p.add_argument("--clickhouse-port", type=int,
+                   help="port of the read-only ClickHouse HTTP interface for Grafana (default 8123 with the embedded "
+                        "store, off with a ClickHouse server; 0 = off; $OTEL_LLMCOST_CLICKHOUSE_PORT)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="listen beyond loopback without OTEL_LLMCOST_AUTH_TOKEN (anyone who reaches the ports may "
+                        "send spans and read the store)")
     p.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("sql", help="run a query against the store")

@@ -9,9 +9,9 @@ them (`PriceCatalog` over the tokens, the service tier and the span time; the pr
 same prices changes nothing. Changed rows are updated in place, server-side: `ALTER TABLE llm_spans UPDATE`
 of their price columns (the new values travel as query parameters), waited for, so a span stays one row and
 plain SQL without FINAL sums it once (a re-inserted newer version would be a second row until a merge).
-Everything goes through
-`store.query`, so it works on a ClickHouse server, on an embedded store, and on the embedded store of a
-running collector (through the collector's query endpoint).
+Everything goes through `store.query`, so it works on a ClickHouse server and on an embedded store; while a
+collector holds the embedded store, the collector runs it on its own store (asked by the CLI through
+`/llmcost/v1/reprice`: the collector's query endpoint is read-only).
 
 The per-minute rollups (every materialized view that reads `llm_spans` into a table with a `minute` column:
 `llm_rollup_1m`, `llm_user_rollup_1m`, ...) do not see an update, so the minutes of the range are
@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from .collector import normalize
 from .collector.pricing import Price, PriceCatalog, PricedUsage
 from .collector.rows import COLUMNS, row as make_row
-from .store import open_store, quote_identifier
+from .store import RemoteStore, open_store, quote_identifier
 
 SETTLE = timedelta(minutes=5)  # minutes younger than this may still receive spans: not rebuilt
 PAGE = 2000
@@ -307,7 +307,13 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     try:
         print(f"repricing {since.isoformat()} .. {until.isoformat()} with {catalog.describe()}"
               + (f", model {args.model}" if args.model else "") + f" ({store.url})", file=sys.stderr)
-        counts = reprice(store, catalog, since, until, args.model)
+        if isinstance(store, RemoteStore):  # the collector holds the store and reprices it itself
+            counts = store.reprice(since.isoformat(), until.isoformat(), args.model, args.prices)
+            progress = Progress(counts["rows"])
+            progress.update(counts["rows"], counts["changed"])  # (its progress is the collector's: the end only)
+            progress.close()
+        else:
+            counts = reprice(store, catalog, since, until, args.model)
     finally:
         store.close()
     print(f"repriced {counts['rows']} rows: {counts['changed']} changed, "

@@ -9,8 +9,10 @@ publishes its query endpoint in `<dir>/collector.json`; `open_store` then sends 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import threading
 import urllib.error
@@ -25,10 +27,120 @@ from urllib.parse import unquote, urlparse
 DEFAULT_STORE_DIR = ".llmcost"
 ENDPOINT_FILE = "collector.json"
 QUERY_PATH = "/llmcost/v1/query"
+WRITE_PATH = "/llmcost/v1/write"
+REPRICE_PATH = "/llmcost/v1/reprice"
+# A user's query (the `sql` command, the collector's query endpoint and its ClickHouse interface) may run this long.
+QUERY_SECONDS = float(os.environ.get("OTEL_LLMCOST_QUERY_SECONDS") or 60)
+READERS = 2  # users' queries that may run at once
+RESULT_BYTES = 256 << 20  # the largest answer to a user's query
 
 
 class StoreError(Exception):
     """A store that cannot be opened, or a query it refused; the message says which."""
+
+
+class NotOneStatement(StoreError):
+    """A user query that is empty or holds more than one statement."""
+
+
+class NotReadOnly(StoreError):
+    """A user query that is not a read."""
+
+
+def single_statement(sql: str) -> str:
+    """The one statement of a user's query text (a trailing `;` dropped); NotOneStatement otherwise.
+
+    ClickHouse's embedded engine runs every statement of a multi-statement text, so a second statement is
+    refused here, before the text reaches it. Quotes, backquotes, double quotes and comments are skipped the
+    way ClickHouse's lexer skips them, so a `;` inside a string does not count."""
+    i, n, end = 0, len(sql), None
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            i += 1
+            while i < n and sql[i] != c:
+                i += 2 if sql[i] == "\\" else 1
+            i += 1
+        elif sql.startswith(("--", "# ", "#!"), i):
+            newline = sql.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            i = n if close < 0 else close + 2
+        elif c == ";":
+            if end is None:
+                end = i
+            i += 1
+        else:
+            if end is not None and not c.isspace():
+                raise NotOneStatement("one statement at a time: the query holds more than one (split at ';')")
+            i += 1
+    statement = sql[:end] if end is not None else sql
+    if not statement.strip():
+        raise NotOneStatement("the query is empty")
+    return statement
+
+
+def _code_of(statement: str) -> str:
+    """The statement as the parser sees its words: string literals emptied, comments dropped, quoted identifiers
+    unquoted (`file` and "file" name the same function as file)."""
+    out, i, n = [], 0, len(statement)
+    while i < n:
+        c = statement[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n and statement[j] != c:
+                j += 2 if statement[j] == "\\" else 1
+            out.append("''" if c == "'" else " " + statement[i + 1:j] + " ")
+            i = j + 1
+        elif statement.startswith(("--", "# ", "#!"), i):
+            newline = statement.find("\n", i)
+            i = n if newline < 0 else newline
+        elif statement.startswith("/*", i):
+            close = statement.find("*/", i + 2)
+            i = n if close < 0 else close + 2
+            out.append(" ")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# What readonly=1 lets through that reaches outside the store: the embedded engine is its own client, so INTO
+# OUTFILE writes a file, and the file() function (not the table function) reads any file it is given.
+_OUTSIDE = re.compile(r"\bINTO\s+OUTFILE\b|\b(file|catboostEvaluate)\s*\(", re.I)
+_LEADING = re.compile(r"(\s+|--[^\n]*|#[ !][^\n]*|/\*.*?\*/)*", re.S)
+# DESCRIBE of a table by name only: DESCRIBE of a table function (file(...)) infers a schema from the file.
+_DESCRIBE = re.compile(r"(DESC|DESCRIBE)\s+(TABLE\s+)?[\w.`\"]+\s*$", re.I)
+
+
+def read_statement(sql: str) -> str:
+    """The one statement of a user's query, if it is a read: SELECT (or WITH ... SELECT, or a parenthesized
+    one), SHOW, EXISTS, or DESCRIBE of a table. `readonly=1` refuses writes, DDL and table functions, but not
+    SYSTEM or KILL, and other statements do not take the SETTINGS clause that carries it."""
+    statement = single_statement(sql)
+    rest = statement[_LEADING.match(statement).end():]
+    word = "(" if rest.startswith("(") else re.match(r"\w*", rest).group(0).upper()
+    if word in ("SELECT", "WITH", "(", "SHOW", "EXISTS") or (word in ("DESC", "DESCRIBE") and _DESCRIBE.match(rest)):
+        outside = _OUTSIDE.search(_code_of(statement))
+        if outside:
+            raise NotReadOnly(f"{' '.join(outside.group(0).split()).rstrip('(').strip()} reaches outside the store: refused "
+                              "(READONLY)")
+        return statement
+    raise NotReadOnly(f"only reads may run here (SELECT, WITH, SHOW, EXISTS, DESCRIBE a table), not {word or rest[:20]!r}"
+                      " (READONLY)")
+
+
+def settings_clause(settings: dict[str, Any]) -> str:
+    """`SETTINGS a = 1, b = 'x'` (names as ClickHouse spells settings; numbers bare, the rest quoted)."""
+    parts = []
+    for name, value in settings.items():
+        if not re.fullmatch(r"\w+", name):
+            raise StoreError(f"not a setting name: {name!r}")
+        text = str(value)
+        number = re.fullmatch(r"-?\d+(\.\d+)?", text)
+        parts.append(f"{name} = {text if number else quote_string(text)}")
+    return "SETTINGS " + ", ".join(parts)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -166,8 +278,6 @@ class Store:
     """A directly opened store (the embedded engine in this process, or a server over HTTP)."""
 
     def __init__(self, url: str | None = None, cluster: str | None = None) -> None:
-        import clickhouse_connect
-
         self.url = resolve_url(url)
         self.cluster = cluster or os.environ.get("OTEL_LLMCOST_CLUSTER") or None
         # Test hook (documented in collector/README.md): while this file exists, writes fail as if the store
@@ -175,39 +285,50 @@ class Store:
         self.fault_file = os.environ.get("OTEL_LLMCOST_FAULT_STORE_DOWN_FILE") or None
         self.lock = threading.RLock()  # the chDB session is not safe for concurrent use
         self._types: dict[tuple, list[Any]] = {}  # (table, column names) -> clickhouse-connect column types
-        directory = chdb_dir(self.url)
+        self._readers: queue.LifoQueue = queue.LifoQueue()  # clients for users' queries, made as needed
+        self._reader_count = 0
+        self._readers_lock = threading.Lock()
         try:
-            if directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
-                self.client = clickhouse_connect.get_client(dsn=f"chdb://{directory}")
-                self.database = "default"
-            else:
-                parsed = urlparse(self.url)
-                if parsed.scheme not in ("clickhouse", "clickhouses", "http", "https"):
-                    raise StoreError(f"unknown store URL scheme {parsed.scheme!r}: use chdb:///dir or clickhouse://host:8123/db")
-                self.database = (parsed.path or "/").strip("/") or "default"
-                secure = parsed.scheme in ("clickhouses", "https")
-                self.client = clickhouse_connect.get_client(
-                    host=parsed.hostname or "localhost",
-                    port=parsed.port or (8443 if secure else 8123),
-                    username=unquote(parsed.username or "default"),
-                    password=unquote(parsed.password or ""),
-                    secure=secure,
-                )
-                self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-                self.client.database = self.database
-            self._apply_session_settings()
+            self.client = self._connect(create_database=True)
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot open store {self.url}: {exc}") from exc
 
-    def _apply_session_settings(self) -> None:
+    def _connect(self, create_database: bool = False) -> Any:
+        """A new client of the store (a session of its own), with the session settings."""
+        import clickhouse_connect
+
+        directory = chdb_dir(self.url)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(dsn=f"chdb://{directory}")
+            self.database = "default"
+        else:
+            parsed = urlparse(self.url)
+            if parsed.scheme not in ("clickhouse", "clickhouses", "http", "https"):
+                raise StoreError(f"unknown store URL scheme {parsed.scheme!r}: use chdb:///dir or clickhouse://host:8123/db")
+            self.database = (parsed.path or "/").strip("/") or "default"
+            secure = parsed.scheme in ("clickhouses", "https")
+            client = clickhouse_connect.get_client(
+                host=parsed.hostname or "localhost",
+                port=parsed.port or (8443 if secure else 8123),
+                username=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                secure=secure,
+            )
+            if create_database:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            client.database = self.database
+        self._apply_session_settings(client)
+        return client
+
+    def _apply_session_settings(self, client: Any) -> None:
         for name, value in SESSION_SETTINGS.items():
-            definition = self.client.server_settings.get(name)
+            definition = client.server_settings.get(name)
             if definition is None or definition.readonly:
                 continue  # an older server, or a read-only user: the same results, only slower
-            self.client.set_client_setting(name, value)
+            client.set_client_setting(name, value)
 
     @property
     def is_embedded(self) -> bool:
@@ -302,6 +423,83 @@ class Store:
         types = [t.name for t in result.column_types] if result.column_types else []
         return QueryResult(list(result.column_names), types, [tuple(r) for r in result.result_rows])
 
+    # -- users' queries ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reader(self, seconds: float):
+        """A client for one user query, never the one that inserts: a user's query neither waits for inserts
+        nor holds them up (the embedded engine runs sessions of one store side by side), and nothing a user
+        sends (a SET) reaches the ingestion session."""
+        try:
+            client = self._readers.get_nowait()
+        except queue.Empty:
+            with self._readers_lock:
+                make = self._reader_count < READERS
+                if make:
+                    self._reader_count += 1
+            if make:
+                try:
+                    client = self._connect()
+                except Exception as exc:
+                    with self._readers_lock:
+                        self._reader_count -= 1
+                    raise StoreError(f"cannot open a session of {self.url}: {exc}") from exc
+            else:
+                try:
+                    client = self._readers.get(timeout=seconds)
+                except queue.Empty:
+                    raise StoreError(f"the store is busy with {READERS} other queries; try again") from None
+        try:
+            yield client
+        finally:
+            self._readers.put(client)
+
+    @staticmethod
+    def read_only_settings(seconds: float, settings: dict | None = None) -> dict[str, Any]:
+        """Settings of a user's query: the caller's (already checked), a time limit, and `readonly=1` last, so
+        that nothing after it may change a setting (ClickHouse applies them in order; under readonly=1 no
+        setting can be changed, in the query's own SETTINGS clause neither)."""
+        out = dict(settings or {})
+        out.pop("readonly", None)
+        try:
+            asked = float(out.get("max_execution_time") or 0)
+        except ValueError:
+            asked = 0
+        out["max_execution_time"] = min(asked, seconds) if asked > 0 else seconds
+        try:
+            asked = int(out.get("max_result_bytes") or 0)
+        except ValueError:
+            asked = 0
+        out["max_result_bytes"] = min(asked, RESULT_BYTES) if asked > 0 else RESULT_BYTES  # answers are held whole
+        out["readonly"] = 1
+        return out
+
+    def user_query(self, sql: str, parameters: dict | None = None, seconds: float = QUERY_SECONDS) -> QueryResult:
+        """A user's query: one statement, read-only (no INSERT, DDL, SYSTEM, KILL, file()/url(), SETTINGS
+        readonly=0), at most `seconds` long, in a session of its own."""
+        # The settings travel in the statement's own SETTINGS clause: they hold for this query only. (Passed as
+        # client settings, the embedded backend applies them to the session with SET and restores them after,
+        # which readonly=1 forbids: the session would stay read-only and refuse the next query's settings.)
+        sql = read_statement(sql) + "\n" + settings_clause(self.read_only_settings(seconds))
+        with self._reader(seconds) as client:
+            try:
+                result = client.query(sql, parameters=parameters)
+            except Exception as exc:
+                raise StoreError(str(exc).strip()) from exc
+        types = [t.name for t in result.column_types] if result.column_types else []
+        return QueryResult(list(result.column_names), types, [tuple(r) for r in result.result_rows])
+
+    def user_raw_query(self, sql: str, fmt: str | None, settings: dict | None = None,
+                       seconds: float = QUERY_SECONDS, parameters: dict | None = None) -> bytes:
+        """A user's query (as `user_query`) answered in a ClickHouse output format, as the engine writes it:
+        `fmt`, or the query's own FORMAT clause when `fmt` is None."""
+        sql = read_statement(sql) + "\n" + settings_clause(self.read_only_settings(seconds, settings))
+        with self._reader(seconds) as client:
+            try:
+                return client.raw_query(sql, parameters=parameters, fmt=fmt)
+            except Exception as exc:
+                raise StoreError(str(exc).strip()) from exc
+
     def command(self, sql: str, parameters: dict | None = None) -> Any:
         with self.lock:
             try:
@@ -311,10 +509,17 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
-            try:
-                self.client.close()
-            except Exception:
-                pass
+            clients = [self.client]
+            while True:
+                try:
+                    clients.append(self._readers.get_nowait())
+                except queue.Empty:
+                    break
+            for client in clients:
+                try:
+                    client.close()
+                except Exception:
+                    pass
 
 
 class RemoteStore:
@@ -327,24 +532,48 @@ class RemoteStore:
         self.endpoint = endpoint
         self.token = token
 
-    def query(self, sql: str, parameters: dict | None = None) -> QueryResult:
-        payload = json.dumps({"sql": sql, "parameters": parameters or {}}).encode()
-        request = urllib.request.Request(self.endpoint + QUERY_PATH, data=payload, method="POST",
+    def _post(self, path: str, document: dict, timeout: float) -> dict:
+        request = urllib.request.Request(self.endpoint + path, data=json.dumps(document).encode(), method="POST",
                                          headers={"content-type": "application/json"})
         if self.token:
             request.add_header("authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                body = json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise StoreError(exc.read().decode(errors="replace").strip() or str(exc)) from exc
+            text = exc.read().decode(errors="replace").strip()
+            try:
+                text = json.loads(text)["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise StoreError(text or str(exc)) from exc
         except OSError as exc:
             raise StoreError(f"collector at {self.endpoint} did not answer: {exc}") from exc
+
+    def query(self, sql: str, parameters: dict | None = None) -> QueryResult:
+        """A read-only query, run by the collector as `Store.user_query`."""
+        body = self._post(QUERY_PATH, {"sql": sql, "parameters": parameters or {}}, QUERY_SECONDS + 30)
         rows = [tuple(decode_value(v, t) for v, t in zip(row, body["types"])) for row in body["rows"]]
         return QueryResult(body["columns"], body["types"], rows)
 
+    user_query = query
+
     def command(self, sql: str, parameters: dict | None = None) -> Any:
-        return self.query(sql, parameters)
+        """One of the writes the collector makes on a client's behalf (`budgets.WRITES`), by name."""
+        from .budgets import WRITES
+
+        name = next((key for key, statement in WRITES.items() if statement == sql), None)
+        if name is None:
+            raise StoreError("the collector's store takes only its own writes (budgets, reprice); "
+                             "queries through it are read-only")
+        return self._post(WRITE_PATH, {"write": name, "parameters": parameters or {}}, QUERY_SECONDS + 30)
+
+    def reprice(self, since: str, until: str, model: str | None, price_file: str | None) -> dict:
+        """`reprice` run by the collector on its own store (reprice.py), with this price file (its text and
+        name are sent); the counts it returns."""
+        text = Path(price_file).read_text() if price_file else None
+        return self._post(REPRICE_PATH, {"since": since, "until": until, "model": model, "prices": text,
+                                         "prices_name": Path(price_file).name if price_file else None}, 3600)
 
     def close(self) -> None:
         pass

@@ -18,7 +18,9 @@ from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
 from . import normalize
 from .forward import Forwarder
 from .pipeline import Loader, Pipeline, Stats
-from .receivers import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, Intake, Receivers
+from .operations import Operations
+from .receivers import (MAX_BODY_BYTES, MAX_CONNECTIONS, RETRY_AFTER_SECONDS, Intake, MemoryBudget, Receivers,
+                        is_loopback_host)
 from .spool import Spool
 from .telemetry import Telemetry
 
@@ -53,10 +55,26 @@ class Options:
     # The loader is stalled (health 503, spans refused) after this long with work and no progress.
     stall_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STALL_SECONDS", 60.0, float))
     retention_days: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_RETENTION", None, parse_retention))
+    # The ClickHouse HTTP interface (clickhouse_http.py): None = 8123 with the embedded store, off with a
+    # server (Grafana reads the server itself); 0 = off.
+    clickhouse_port: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLICKHOUSE_PORT", None, int))
+    max_connections: int = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_CONNECTIONS", MAX_CONNECTIONS, int))
+    # Bytes that request bodies may hold at once, all requests together (default: 4 requests of the largest size).
+    max_inflight_bytes: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_INFLIGHT_BYTES", None, int))
+    allow_unauthenticated: bool = field(default_factory=lambda: _env(
+        "OTEL_LLMCOST_ALLOW_UNAUTHENTICATED", False, lambda v: v.lower() in ("1", "true", "yes")))
 
 
 def _globs(text: str) -> list[str]:
     return [glob.strip() for glob in text.split(",") if glob.strip()]
+
+
+class ConfigError(Exception):
+    """Settings the collector refuses to start with; the message says why and what to do."""
+
+
+DEFAULT_CLICKHOUSE_PORT = 8123
+PLACEHOLDER_TOKEN = "CHANGE_ME"  # collector.env.example's
 
 
 def default_spool_dir(store_url: str) -> Path:
@@ -80,6 +98,14 @@ class Collector:
         if isinstance(o.keep_attributes, str):
             o.keep_attributes = _globs(o.keep_attributes)
         normalize.set_kept_attributes(o.keep_attributes)
+        if not auth_token and not is_loopback_host(host) and not o.allow_unauthenticated:
+            raise ConfigError(
+                f"listening on {host} lets other machines send spans and read the store: set OTEL_LLMCOST_AUTH_TOKEN "
+                "(clients send 'Authorization: Bearer <token>'), listen on 127.0.0.1, or pass --allow-unauthenticated "
+                "(OTEL_LLMCOST_ALLOW_UNAUTHENTICATED=1) if the network in front of it does the access control")
+        if auth_token == PLACEHOLDER_TOKEN:
+            raise ConfigError(f"OTEL_LLMCOST_AUTH_TOKEN is still {PLACEHOLDER_TOKEN} (collector.env.example): set a "
+                              "token of your own, e.g. from `openssl rand -hex 32`")
         self.stats = Stats()
         self.store = Store(resolve_url(store_url), cluster=o.cluster)
         if chdb_dir(self.store.url) is not None:
@@ -93,12 +119,34 @@ class Collector:
             if o.forward_endpoint else None
         self.intake = Intake(self.spool, self.stats, self.forwarder, retry_after=o.retry_after,
                              refusing=self.refusing, health=self.health)
+        # At least one largest request, received and decompressed, must fit.
+        self.budget = MemoryBudget(max(o.max_inflight_bytes or 4 * o.max_request_bytes, 2 * o.max_request_bytes + 2))
         self.receivers = Receivers(self.intake, self.store, self.stats_json, host, http_port, grpc_port, auth_token,
-                                   max_bytes=o.max_request_bytes, tls_cert=o.tls_cert, tls_key=o.tls_key)
+                                   max_bytes=o.max_request_bytes, tls_cert=o.tls_cert, tls_key=o.tls_key,
+                                   max_connections=o.max_connections, budget=self.budget,
+                                   operations=Operations(self.store))
+        self.clickhouse = self._clickhouse_interface(host, auth_token)
         self.telemetry = Telemetry(self.stats, self.gauges, log_seconds=o.stats_log_seconds)
         self.host = host
         directory = chdb_dir(self.store.url)
         self.endpoint_file = directory / ENDPOINT_FILE if directory is not None else None
+
+    def _clickhouse_interface(self, host: str, auth_token: str | None):
+        from .clickhouse_http import ClickHouseInterface
+
+        port = self.options.clickhouse_port
+        if port == 0 or (port is None and not self.store.is_embedded):
+            return None
+        try:
+            return ClickHouseInterface(self.store, host, DEFAULT_CLICKHOUSE_PORT if port is None else port, auth_token,
+                                       self.budget, self.receivers.ssl_context)
+        except OSError as exc:
+            if port is not None:  # asked for: a port that cannot be had is an error
+                self.receivers.close()
+                raise OSError(f"cannot listen for the ClickHouse interface on {host}:{port}: {exc}") from exc
+            logger.warning("ClickHouse interface off: cannot listen on %s:%d (%s); set OTEL_LLMCOST_CLICKHOUSE_PORT",
+                           host, DEFAULT_CLICKHOUSE_PORT, exc)
+            return None
 
     def gauges(self) -> dict:
         return {"spool_backlog_bytes": self.spool.backlog, "queue_depth": self.spool.pending_records,
@@ -151,6 +199,8 @@ class Collector:
         if self.forwarder is not None:
             self.forwarder.start()
         self.receivers.start()
+        if self.clickhouse is not None:
+            self.clickhouse.start()
         self.telemetry.start()
         if self.endpoint_file is not None:
             # Other processes (the CLI) cannot open the embedded store while we hold it: tell them where we are.
@@ -159,12 +209,15 @@ class Collector:
             tmp.write_text(json.dumps(info))
             tmp.replace(self.endpoint_file)
         logger.info("collector listening: OTLP/HTTP %s, OTLP/gRPC %s:%d%s, store %s, spool %s (%d recent calls "
-                    "remembered)", self.http_endpoint, self.host, self.receivers.grpc_port,
-                    " (TLS)" if self.receivers.tls else "", self.store.url, self.spool.dir, warmed)
+                    "remembered)%s", self.http_endpoint, self.host, self.receivers.grpc_port,
+                    " (TLS)" if self.receivers.tls else "", self.store.url, self.spool.dir, warmed,
+                    f", ClickHouse HTTP interface on port {self.clickhouse.port}" if self.clickhouse else "")
         return self
 
     def stop(self) -> None:
         self.receivers.stop()  # nothing new is acknowledged from here on
+        if self.clickhouse is not None:
+            self.clickhouse.stop()
         self.loader.stop()     # stores what is spooled (or leaves it in the spool for the next start)
         if self.forwarder is not None:
             self.forwarder.stop()
@@ -187,7 +240,8 @@ def run(store_url: str | None, host: str, http_port: int, grpc_port: int, auth_t
     os.umask(0o077)
     collector = Collector(store_url, host, http_port, grpc_port, auth_token, **options).start()
     print(f"otel-llmcost collector: OTLP/HTTP {collector.http_endpoint}/v1/traces, "
-          f"OTLP/gRPC {host}:{collector.receivers.grpc_port}, store {collector.store.url}", flush=True)
+          f"OTLP/gRPC {host}:{collector.receivers.grpc_port}, store {collector.store.url}"
+          + (f", ClickHouse HTTP port {collector.clickhouse.port}" if collector.clickhouse else ""), flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
