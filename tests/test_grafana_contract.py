@@ -442,8 +442,8 @@ def test_calls_without_a_cost_are_shown_with_a_rough_figure(store):
 
 
 def test_drill_down_lists_a_call_once_after_a_reprice(store):
-    """reprice writes a newer copy of each changed row (ReplacingMergeTree keeps it at merge time): until that
-    merge, plain SELECTs see both copies; the drill-down reads FINAL."""
+    """reprice updates the changed rows in place: plain SELECTs, FINAL and the drill-down all see each call
+    once."""
     from otel_llmcost.collector.pricing import PriceCatalog
     from otel_llmcost.reprice import reprice
 
@@ -455,7 +455,7 @@ def test_drill_down_lists_a_call_once_after_a_reprice(store):
         "AND timestamp >= {a:DateTime} AND timestamp < {b:DateTime}".replace(
             "model_", "if(response_model != '', response_model, request_model)"),
         {"a": since.replace(tzinfo=None), "b": until.replace(tzinfo=None)}).rows
-    assert copies > calls > 0, "the old copies are still there (no merge yet)"
+    assert copies == calls > 0, "a repriced call must stay one row"
     sql = expand(PANELS["Most expensive calls"].sql, since, until - timedelta(seconds=1), 60,
                  {**{v: ALL for v in VARIABLES}, "model": ["gpt-4o"]})
     result = store.query(sql)

@@ -592,12 +592,12 @@ class UsagePolicy:
 def _named_provider(host: str, is_azure: bool) -> str | None:
     """The provider a host is known to be (the user's mapping, Azure, the known hosts); None for a host nobody
     named (which `provider_name` prices as `openai`, but is not known to be OpenAI's server)."""
-    named = _match_host(host, host_mapping(os.environ.get("OTEL_LLMCOST_PROVIDER_HOSTS")))
-    if named:
+    named = hosts.named_provider(host)
+    if named and named.lower() != hosts.HOSTED:
         return named.lower()
     if is_azure or host.endswith(".openai.azure.com"):
         return "azure.ai.openai"
-    return _match_host(host, KNOWN_HOSTS)
+    return hosts.match_host(host, KNOWN_HOSTS)  # (a host mapped to `hosted` is asked only when named)
 
 
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
