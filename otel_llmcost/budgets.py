@@ -95,9 +95,6 @@ SET_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, lim
            "now64(3), 0)")
 REMOVE_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
               "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)")
-# The only writes a running collector makes for a client (its query endpoint is read-only): by name, with
-# typed parameters.
-WRITES = {"budget.set": SET_SQL, "budget.remove": REMOVE_SQL}
 
 
 def split_scope(text: str) -> tuple[str, str]:

@@ -559,12 +559,12 @@ class RemoteStore:
     user_query = query
 
     def command(self, sql: str, parameters: dict | None = None) -> Any:
-        """One of the writes the collector makes on a client's behalf (`budgets.WRITES`), by name."""
-        from .budgets import WRITES
+        """One of the writes the collector makes on a client's behalf (`writes.named_writes`), by name."""
+        from .writes import name_of
 
-        name = next((key for key, statement in WRITES.items() if statement == sql), None)
+        name = name_of(sql)
         if name is None:
-            raise StoreError("the collector's store takes only its own writes (budgets, reprice); "
+            raise StoreError("the collector's store takes only its own writes (budgets, savings, reprice); "
                              "queries through it are read-only")
         return self._post(WRITE_PATH, {"write": name, "parameters": parameters or {}}, QUERY_SECONDS + 30)
 

@@ -103,7 +103,9 @@ def test_user_queries_cannot_write_drop_or_reach_outside_through_the_endpoint_or
                           capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, "OTEL_LLMCOST_AUTH_TOKEN": TOKEN})
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [1] * len(ATTACKS(tmp_path)), done.stderr
-    assert len(done.stderr.strip().splitlines()) == len(ATTACKS(tmp_path)) and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()  # per refusal: the reason, and the hint that --debug says more
+    assert len([line for line in lines if line.startswith("otel-llmcost sql: ")]) == len(ATTACKS(tmp_path))
+    assert len(lines) <= 2 * len(ATTACKS(tmp_path)) and "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())
     assert store_fingerprint(guarded.query) == before
     # a read still works, and a SET a user sends stays in the reading session: ingestion goes on
@@ -126,12 +128,13 @@ from otel_llmcost.cli import main
 from otel_llmcost.store import Store
 
 url, attacks = sys.argv[1], json.loads(sys.argv[2])
+Store(url).migrate()  # (the sql command reads only a store that exists)
 codes = []
 for q in attacks:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         codes.append(main(["sql", "--store", url, q]))
-    assert err.getvalue().count("\\n") == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert err.getvalue().count("\\n") <= 2 and "Traceback" not in err.getvalue(), err.getvalue()
 store = Store(url)
 tables = sorted(r[0] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()").rows)
 applied = [r[0] for r in store.query("SELECT version FROM llm_schema_migrations ORDER BY version").rows]
@@ -303,7 +306,7 @@ def test_connections_threads_and_decompression_are_bounded(guarded):
 def test_a_second_collector_on_a_busy_grpc_port_does_not_start(guarded, tmp_path):
     done = run_cli(["collector", "--store", f"chdb://{tmp_path / 'second'}", "--http-port", str(free_port()),
                     "--grpc-port", str(guarded.grpc_port)], {"OTEL_LLMCOST_CLICKHOUSE_PORT": "0"}, timeout=120)
-    assert done.returncode == 2 and "gRPC" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1 and "gRPC" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_the_cli_writes_it_needs_go_through_the_running_collector_by_name(guarded):

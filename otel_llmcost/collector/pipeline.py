@@ -213,6 +213,7 @@ _COL = {name: i for i, name in enumerate(COLUMNS)}
     "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "scope_name", "request_model",
     "response_model", "response_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "price_status", "cache_hit_kind"))
+_MAX_INT64 = (1 << 63) - 1
 # Stored rows within this distance of each other are read by one range of the look-up.
 _LOOKUP_GAP_NS = 60_000_000_000
 
@@ -271,8 +272,9 @@ def time_ranges(starts: list[int], before: int, after: int) -> str:
             merged[-1][1] = start + after
         else:
             merged.append([start - before, start + after])
-    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({lo}) AND fromUnixTimestamp64Nano({hi})"
-                       for lo, hi in merged)
+    # (clamped to Int64, the argument fromUnixTimestamp64Nano takes: a span may last until its end of time)
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({max(lo, 0)}) "
+                       f"AND fromUnixTimestamp64Nano({min(hi, _MAX_INT64)})" for lo, hi in merged)
 
 
 class Pipeline:
