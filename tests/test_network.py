@@ -70,6 +70,9 @@ def guarded(tmp_path_factory):
     status, _, _ = post(process.http_endpoint, request_bytes(spans), headers=process.headers)
     assert status == 200
     process.wait_stored(span_ids(spans))
+    # (an insert makes the table's rows visible a moment before its rollup's: the fingerprint waits for both)
+    process.wait_for(lambda: process.query("SELECT sum(calls) AS calls FROM llm_rollup_1m")[0]["calls"] >= 5,
+                     "the rollup of the 5 spans")
     yield process
     process.stop()
 
