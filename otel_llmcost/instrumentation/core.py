@@ -24,8 +24,10 @@ import types
 import weakref
 from collections import abc
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from urllib.parse import urlsplit
 
 import wrapt
 from opentelemetry import baggage, context, trace
@@ -33,7 +35,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import guard as _guard
-from .. import names
+from .. import hosts, names
 from . import semconv
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
@@ -67,8 +69,41 @@ def field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def positive_int(value: Any) -> int | None:
+def non_negative_int(value: Any) -> int | None:
+    """A count as the provider sent it: an int >= 0 (0 included), else None (absent, negative, not an int)."""
     return value if type(value) is int and value >= 0 else None
+
+
+def add_response_identity(attributes: dict[str, Any], response: Any, model_field: str = "model",
+                          id_field: str = "id") -> dict[str, Any]:
+    """The response model and id of a response (or a stream's chunk), added to `attributes`."""
+    model = field(response, model_field)
+    if isinstance(model, str):
+        attributes[names.RESPONSE_MODEL] = model
+    response_id = field(response, id_field)
+    if isinstance(response_id, str):
+        attributes[names.RESPONSE_ID] = response_id
+    return attributes
+
+
+@lru_cache(maxsize=128)
+def provider_for_base_url(base_url: str, name: str, api_host: str) -> str:
+    """The provider of an SDK's base URL: `name` (the hosted API's) for `api_host` and its subdomains, and for
+    any host the user's mapping says is `hosted` (the API behind a proxy); the mapping's name for a host it
+    names; else a server on loopback, a private network or a known self-hosting server is named as such
+    (`otel_llmcost.hosts`)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and not hosts.match_host(host, {api_host: name}):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return hosts.self_hosted_provider(host, port) or name
+    return name
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -659,7 +694,19 @@ def read_on_parse(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -
     return result
 
 
-try:  # For speed: the keys `is_instrumentation_enabled()` reads, read from the context each call fetches once.
+# Two private names of OpenTelemetry, read for speed on every call, each with its public equivalent: the public
+# one is used when the private one is gone (tests/test_instr_private_apis.py compares the two).
+
+
+def _enabled_public(ctx: context.Context) -> bool:
+    return is_instrumentation_enabled()
+
+
+def _call_context_public(ctx: context.Context, span: trace.Span) -> context.Context:
+    return trace.set_span_in_context(span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx))
+
+
+try:  # the keys `is_instrumentation_enabled()` reads, read from the context each call fetches once
     from opentelemetry.instrumentation.utils import (
         _SUPPRESS_INSTRUMENTATION_KEY,
         _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
@@ -668,13 +715,11 @@ try:  # For speed: the keys `is_instrumentation_enabled()` reads, read from the 
     def _enabled(ctx: context.Context) -> bool:
         return not (ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
 
-except ImportError:  # another version of opentelemetry-instrumentation: its public function
-
-    def _enabled(ctx: context.Context) -> bool:
-        return is_instrumentation_enabled()
+except ImportError:
+    _enabled = _enabled_public
 
 
-try:  # For speed: the call's context (its span current, CALL_IN_PROGRESS_KEY set) built in one copy, not two.
+try:  # the call's context (its span current, CALL_IN_PROGRESS_KEY set) built in one copy, not two
     from opentelemetry.trace.propagation import _SPAN_KEY
 
     def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
@@ -683,10 +728,8 @@ try:  # For speed: the call's context (its span current, CALL_IN_PROGRESS_KEY se
         values[CALL_IN_PROGRESS_KEY] = True
         return context.Context(values)
 
-except ImportError:  # another version of opentelemetry-api: its public functions
-
-    def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
-        return trace.set_span_in_context(span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx))
+except ImportError:
+    _call_context = _call_context_public
 
 
 class RequestTracer:
