@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -26,9 +32,13 @@ from otel_llmcost.instrumentation import core
 from otel_llmcost.instrumentation.mistral import MistralInstrumentor
 
 try:
+    from .test_instr_autoinstrument import _spans_from_console
     from .test_instr_support import fail_after_first, sandbox  # noqa: F401  (a fixture)
+    from .test_instrumentation_guarantees import ScriptedServer, reply
 except ImportError:
+    from test_instr_autoinstrument import _spans_from_console
     from test_instr_support import fail_after_first, sandbox  # noqa: F401
+    from test_instrumentation_guarantees import ScriptedServer, reply
 
 MODEL = "mistral-small-latest"
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "tell me a story"}]
@@ -228,6 +238,46 @@ def test_opentelemetry_instrument_finds_the_instrumentor():
     assert entry.load() is MistralInstrumentor
 
 
+APP = textwrap.dedent(
+    """
+    import os
+    from mistralai.client import Mistral
+    client = Mistral(api_key="x", server_url=os.environ["MISTRAL_SERVER_URL"])
+    messages = [{"role": "user", "content": "hi"}]
+    client.chat.complete(model="mistral-small-latest", messages=messages, max_tokens=5)
+    for _ in client.chat.stream(model="mistral-small-latest", messages=messages, max_tokens=5):
+        pass
+    """
+)
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["on", "disabled"])
+def test_zero_code_under_opentelemetry_instrument(tmp_path, sandbox, disabled):  # noqa: F811
+    """An unchanged app, with the SDK's own tracing on too (`MISTRAL_SDK_TELEMETRY=global`): one span with usage
+    per call; `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=llmcost_mistral` leaves only the SDK's spans."""
+    command = Path(sys.executable).parent / "opentelemetry-instrument"
+    if not command.exists():
+        pytest.skip("opentelemetry-instrument is not installed beside this Python")
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    env = {**os.environ, "MISTRAL_SERVER_URL": sandbox.mistral_base_url, "MISTRAL_SDK_TELEMETRY": "global",
+           "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+           "OTEL_LLMCOST_PROJECT": "zero-code",
+           "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx,httpx2" + (",llmcost_mistral" if disabled else "")}
+    result = subprocess.run([str(command), sys.executable, str(app)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    spans = _spans_from_console(result.stdout)
+    ours = [s for s in spans if s["attributes"].get(names.PROJECT) == "zero-code"]  # (attribution: ours only)
+    if disabled:
+        assert ours == [] and len(spans) == 2  # the SDK's own, proving its tracing was on
+        return
+    assert len(spans) == 2 and len(ours) == 2, [(s["name"], s["kind"]) for s in spans]
+    for span in ours:
+        assert span["kind"] == "SpanKind.CLIENT" and span["attributes"][names.PROVIDER] == "mistral_ai"
+        assert span["attributes"][names.INPUT_TOKENS] > 0 and names.USAGE_ESTIMATED not in span["attributes"]
+
+
 def test_priced_by_the_collector(client, spans, collector):
     """A long system prompt sent twice: the second call reads it from the prompt cache. Both rows are priced
     from Mistral's usage, the cache read at its own price."""
@@ -284,3 +334,48 @@ def test_the_sdks_own_span_is_not_started_inside_ours(native_tracing, spans, str
         native_tracing.chat.complete(**CHAT)
     span = one_span(spans)
     assert span.instrumentation_scope.name == "otel_llmcost" and span.attributes[names.INPUT_TOKENS] > 0
+
+
+# -- never into the app -----------------------------------------------------------------------------------
+
+WEIRD_USAGE = {  # usage the SDK accepts (its UsageInfo keeps unknown fields): what the span says of it
+    "empty": ({}, {names.USAGE_MISSING: True}),
+    "null-counts": ({"prompt_tokens": None, "completion_tokens": None}, {names.USAGE_MISSING: True}),
+    "negative": ({"prompt_tokens": -3, "completion_tokens": 2}, {names.USAGE_MISSING: True, names.OUTPUT_TOKENS: 2}),
+    "odd-details": ({"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": "x",
+                     "completion_tokens_details": [1]}, {names.INPUT_TOKENS: 5, names.OUTPUT_TOKENS: 2}),
+    "negative-details": ({"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": -1}},
+                         {names.INPUT_TOKENS: 5, names.OUTPUT_TOKENS: 2}),
+}
+
+
+def _scripted_chat(usage: dict) -> dict:
+    return reply({"id": "local", "object": "chat.completion", "model": MODEL, "created": 1, "usage": usage,
+                  "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}]})
+
+
+def _scripted_stream(usage: dict) -> dict:
+    base = {"id": "local", "object": "chat.completion.chunk", "model": MODEL, "created": 1}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]},
+              {**base, "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage}]
+    return reply("".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("case", list(WEIRD_USAGE))
+def test_weird_usage_never_raises(case, stream, spans):
+    usage, expected = WEIRD_USAGE[case]
+    with ScriptedServer(_scripted_stream(usage) if stream else _scripted_chat(usage)) as server:
+        client = Mistral(api_key="x", server_url=server.url)
+        if stream:
+            events = list(client.chat.stream(**CHAT))
+            assert events[0].data.choices[0].delta.content == "hi"
+        else:
+            assert client.chat.complete(**CHAT).choices[0].message.content == "hi"
+    span = one_span(spans)
+    assert span.status.status_code is StatusCode.UNSET
+    if stream and expected.get(names.USAGE_MISSING):  # no prompt count: estimated, as a stream cut short is
+        assert span.attributes[names.USAGE_ESTIMATED] is True and span.attributes[names.USAGE_MISSING] is True
+        return
+    keys = (names.INPUT_TOKENS, names.OUTPUT_TOKENS, names.USAGE_MISSING)
+    assert {key: span.attributes[key] for key in keys if key in span.attributes} == expected
