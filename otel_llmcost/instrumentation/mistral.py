@@ -189,15 +189,18 @@ class ChunkReader(StreamReader):
         self.body = described.body
 
     def read(self, event: Any) -> None:
-        chunk = field(event, "data")
+        """Runs for every event: `field` written out (the SDK's models, or dicts)."""
+        get = dict.get if type(event) is dict else getattr
+        chunk = get(event, "data", None)
         if self.first is None:
             self.first = chunk  # (its model and id)
-        usage = field(chunk, "usage")
+        get = dict.get if type(chunk) is dict else getattr
+        usage = get(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
-        for choice in field(chunk, "choices") or ():
+        for choice in get(chunk, "choices", None) or ():
             text = field(field(choice, "delta"), "content")
-            if isinstance(text, str):
+            if type(text) is str:
                 self.characters += len(text)
 
     def attributes(self) -> dict[str, Any]:
