@@ -28,18 +28,21 @@ from opentelemetry.trace import StatusCode
 
 import otel_llmcost
 from otel_llmcost import names
-from otel_llmcost.instrumentation import core
+from otel_llmcost.instrumentation import core, semconv
 from otel_llmcost.instrumentation.mistral import MistralInstrumentor
 
 try:
+    from . import conventions
     from .test_instr_autoinstrument import _spans_from_console
     from .test_instr_support import fail_after_first, sandbox  # noqa: F401  (a fixture)
     from .test_instrumentation_guarantees import ScriptedServer, reply
 except ImportError:
+    import conventions
     from test_instr_autoinstrument import _spans_from_console
     from test_instr_support import fail_after_first, sandbox  # noqa: F401
     from test_instrumentation_guarantees import ScriptedServer, reply
 
+CONVENTION_NAMES = conventions.attribute_names()
 MODEL = "mistral-small-latest"
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "tell me a story"}]
 CHAT = {"model": MODEL, "messages": MESSAGES, "max_tokens": 40}
@@ -379,3 +382,71 @@ def test_weird_usage_never_raises(case, stream, spans):
         return
     keys = (names.INPUT_TOKENS, names.OUTPUT_TOKENS, names.USAGE_MISSING)
     assert {key: span.attributes[key] for key in keys if key in span.attributes} == expected
+
+
+# -- the conventions --------------------------------------------------------------------------------------
+
+PARAMETERS = {"temperature": 0.25, "top_p": 0.5, "top_k": 12, "max_tokens": 77, "frequency_penalty": 0.1,
+              "presence_penalty": 0.2, "stop": ["END", "STOP"], "random_seed": 42, "n": 2,
+              "response_format": {"type": "json_object"}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_spans_follow_the_installed_conventions(client, spans, stream):
+    request = {"model": MODEL, "messages": MESSAGES, **PARAMETERS}
+    if stream:
+        list(client.chat.stream(**request))
+    else:
+        client.chat.complete(**request)
+    client.embeddings.create(model="mistral-embed", inputs="some text", output_dimension=16)
+    chat, embedding = sorted(spans.get_finished_spans(), key=lambda s: s.start_time)
+    for span in (chat, embedding):
+        for key, value in span.attributes.items():
+            if key.startswith("llmcost."):
+                continue
+            assert CONVENTION_NAMES.get(key, "missing") is None, f"{key} is no current name of the conventions"
+            allowed = conventions.enum_values(key)
+            if allowed is not None:
+                assert value in allowed, (key, value)
+        levels = semconv.EMBEDDINGS_SPAN if span is embedding else semconv.INFERENCE_SPAN
+        assert not [key for key, level in levels.items() if level == semconv.REQUIRED and key not in span.attributes]
+    assert {key: chat.attributes.get(key) for key in (
+        semconv.TEMPERATURE, semconv.TOP_P, semconv.TOP_K, semconv.MAX_TOKENS, semconv.FREQUENCY_PENALTY,
+        semconv.PRESENCE_PENALTY, semconv.STOP_SEQUENCES, semconv.SEED, semconv.CHOICE_COUNT,
+        semconv.OUTPUT_TYPE)} == {
+        semconv.TEMPERATURE: 0.25, semconv.TOP_P: 0.5, semconv.TOP_K: 12, semconv.MAX_TOKENS: 77,
+        semconv.FREQUENCY_PENALTY: 0.1, semconv.PRESENCE_PENALTY: 0.2, semconv.STOP_SEQUENCES: ("END", "STOP"),
+        semconv.SEED: 42, semconv.CHOICE_COUNT: 2, semconv.OUTPUT_TYPE: "json"}
+    assert embedding.attributes[semconv.DIMENSION_COUNT] == 16
+    for key in (semconv.INPUT_MESSAGES, semconv.OUTPUT_MESSAGES):  # opt-in only
+        assert key not in chat.attributes
+
+
+@pytest.fixture
+def content_on_spans(tracing, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    MistralInstrumentor().uninstrument()
+    MistralInstrumentor().instrument(tracer_provider=tracing[0])
+    yield
+    monkeypatch.undo()
+    MistralInstrumentor().uninstrument()
+    MistralInstrumentor().instrument(tracer_provider=tracing[0])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_message_content_when_opted_in(client, spans, content_on_spans, stream):
+    """The SDK's own message models are read as the dicts are."""
+    from mistralai.client.models import SystemMessage, UserMessage
+
+    messages = [SystemMessage(content="Answer briefly."), UserMessage(content="tell me a story")]
+    if stream:
+        text = "".join(e.data.choices[0].delta.content or "" for e in client.chat.stream(model=MODEL,
+                                                                                          messages=messages))
+    else:
+        text = client.chat.complete(model=MODEL, messages=messages).choices[0].message.content
+    attributes = one_span(spans).attributes
+    assert json.loads(attributes[semconv.INPUT_MESSAGES]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Answer briefly."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "tell me a story"}]}]
+    assert json.loads(attributes[semconv.OUTPUT_MESSAGES]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}]

@@ -113,7 +113,7 @@ def prefix(kwargs: Mapping[str, Any]) -> list[Any]:
 
 def _as_dicts(messages: Any) -> list[Any]:
     """Messages as the app gave them, SDK models as dicts (for the conventions' messages and estimates)."""
-    return [message if type(message) is dict else message.model_dump(exclude_unset=True)
+    return [message if type(message) is dict else message.model_dump()
             for message in messages or () if type(message) is dict or hasattr(message, "model_dump")]
 
 
