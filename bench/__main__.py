@@ -1,4 +1,4 @@
-"""`python -m bench [all|instrumentation|collector|store|queries|pricing|memory|reads] [--quick] [--rounds N] [--write]`
+"""`python -m bench [all|instrumentation|mistral|collector|store|queries|pricing|memory|reads] [--quick] [--rounds N] [--write]`
 
 Each benchmark prints a markdown table; `--write` puts the tables into BENCHMARKS.md (between the
 `<!-- bench:NAME -->` markers of the figures section; prose and method are kept).
@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from .common import ROOT, log, machine
 
-BENCHES = ("pricing", "instrumentation", "guard", "memory", "collector", "store", "queries", "reads")
+BENCHES = ("pricing", "instrumentation", "mistral", "guard", "memory", "collector", "store", "queries", "reads")
 DOC = ROOT / "BENCHMARKS.md"
 
 

@@ -1,7 +1,7 @@
 """Local fake LLM provider for demos, load tests and dashboard rehearsal.
 
-Answers OpenAI (chat completions, responses, embeddings) and Anthropic (messages) requests with the
-providers' real wire shapes, so the real SDKs and anything instrumenting them work unchanged. Token
+Answers OpenAI (chat completions, responses, embeddings), Anthropic (messages) and, under the `/mistral`
+prefix, Mistral (chat, FIM, embeddings) requests with the providers' real wire shapes, so the real SDKs and anything instrumenting them work unchanged. Token
 counts are plausible estimates (about 4 characters per token), not a tokenizer: use the recordings
 under shared/recordings to prove correctness, and this to make traffic.
 
@@ -264,11 +264,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, raw: bytes | None) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
+        routes = ROUTES
+        if path.startswith(MISTRAL_PREFIX + "/"):  # Mistral's API, whose paths are OpenAI's
+            path, routes = path[len(MISTRAL_PREFIX):], MISTRAL_ROUTES
         anthropic = path == "/v1/messages" or (
-            path not in ROUTES and self.headers.get("anthropic-version") is not None
+            path not in routes and self.headers.get("anthropic-version") is not None
         )
         try:
-            if raw is None or path not in ROUTES:
+            if raw is None or path not in routes:
                 raise _HTTPError(404, f"Invalid URL ({self.command} {self.path})")
             try:
                 body = json.loads(raw or b"{}")
@@ -278,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
             match = _ERROR_MODEL.match(str(body.get("model", "")))
             if match:
                 raise _HTTPError(int(match.group(1)), f"Sandbox injected error {match.group(1)}.")
-            result = ROUTES[path](self.server.sandbox, body, raw)
+            result = routes[path](self.server.sandbox, body, raw)
         except _HTTPError as err:
             return self._send_error(err, anthropic)
         if isinstance(result, dict):
@@ -497,11 +500,72 @@ ROUTES = {
 }
 
 
+# --- Mistral ----------------------------------------------------------------------------------
+#
+# Mistral's chat and FIM responses have OpenAI's shape; its streams always end with a chunk that carries the
+# usage (with the finish reason), and its embeddings take `output_dimension`. Prompt prefixes are cached as OpenAI does,
+# reported as `prompt_tokens_details.cached_tokens` (included in `prompt_tokens`).
+
+MISTRAL_PREFIX = "/mistral"
+
+
+def _mistral_usage(prompt: int, cached: int, output: int) -> dict:
+    usage: dict = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def _mistral_completion(sb: "Sandbox", body: dict, raw: bytes, segs: list[Segment]) -> Any:
+    model = str(body.get("model", ""))
+    prompt = 3 + sum(s[1] for s in segs)
+    cached = sb._cache.openai(model, segs)
+    plan = _Plan(raw, model, body.get("max_tokens"))
+    usage = _mistral_usage(prompt, cached, plan.output)
+    base = {"id": sb._new_id("", 32), "created": int(time.time()), "model": model}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": plan.text, "tool_calls": None, "prefix": False}
+        return {**base, "object": "chat.completion", "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+    def chunk(delta: dict, finish: str | None = None, **more: Any) -> dict:
+        return {**base, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+
+    events = [(None, chunk({"role": "assistant", "content": ""}))]
+    events += [(None, chunk({"content": piece})) for piece in plan.deltas()]
+    events.append((None, chunk({"content": ""}, "stop", usage=usage)))
+    return events + [(None, "[DONE]")]
+
+
+def _mistral_chat(sb: "Sandbox", body: dict, raw: bytes) -> Any:
+    return _mistral_completion(sb, body, raw, _openai_segments(body.get("tools"), body.get("messages") or []))
+
+
+def _mistral_fim(sb: "Sandbox", body: dict, raw: bytes) -> Any:
+    parts = [body.get("prompt") or "", body.get("suffix") or ""]
+    return _mistral_completion(sb, body, raw, [(("fim", part), _count(part), None) for part in parts])
+
+
+def _mistral_embeddings(sb: "Sandbox", body: dict, raw: bytes) -> Any:
+    openai_shaped = _embeddings(sb, {"input": body.get("input"), "dimensions": body.get("output_dimension"),
+                                     "model": body.get("model")}, raw)
+    tokens = openai_shaped["usage"]["prompt_tokens"]
+    return {**openai_shaped, "id": sb._new_id("", 32), "usage": _mistral_usage(tokens, 0, 0)}
+
+
+MISTRAL_ROUTES = {
+    "/v1/chat/completions": _mistral_chat,
+    "/v1/fim/completions": _mistral_fim,
+    "/v1/embeddings": _mistral_embeddings,
+}
+
+
 # --- public API -------------------------------------------------------------------------------
 
 
 class Sandbox:
-    """A fake OpenAI + Anthropic server on a background thread.
+    """A fake OpenAI + Anthropic + Mistral server on a background thread.
 
     >>> with Sandbox() as sb:
     ...     client = openai.OpenAI(base_url=sb.openai_base_url, api_key="x")
@@ -550,6 +614,11 @@ class Sandbox:
     def anthropic_base_url(self) -> str:
         return self.url
 
+    @property
+    def mistral_base_url(self) -> str:
+        """For `mistralai.Mistral(server_url=...)`: Mistral's API under its own prefix."""
+        return f"{self.url}{MISTRAL_PREFIX}"
+
     def __enter__(self) -> "Sandbox":
         return self.start()
 
@@ -566,6 +635,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8089) -> None:
         with Sandbox(host, port) as sb:
             print(f"OPENAI_BASE_URL={sb.openai_base_url}", flush=True)
             print(f"ANTHROPIC_BASE_URL={sb.anthropic_base_url}", flush=True)
+            print(f"MISTRAL_SERVER_URL={sb.mistral_base_url}", flush=True)
             # Calls to loopback are a self-hosted model's unless told: this stand-in is the hosted APIs'.
             print(f"OTEL_LLMCOST_PROVIDER_HOSTS={host}=hosted", flush=True)
             while not stop.wait(0.5):  # short waits keep Ctrl-C responsive

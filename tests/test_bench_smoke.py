@@ -25,6 +25,7 @@ def bench(*args: str, timeout: float = 120) -> str:
     ("collector", "OTLP/gRPC"),
     ("store", "resource as a map per row"),
     ("queries", "CLI `report --since 24h`"),
+    ("mistral", "what our stream reader adds per event"),
 ])
 def test_bench_quick(name, expect):
     out = bench(name, "--quick")

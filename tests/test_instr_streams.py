@@ -22,9 +22,9 @@ from otel_llmcost import names
 from otel_llmcost.instrumentation import core
 
 try:
-    from .test_instr_support import anth, aoai, oai, openai_instrumented, sandbox  # noqa: F401 - fixtures
+    from .test_instr_support import anth, aoai, fail_after_first, oai, openai_instrumented, sandbox  # noqa: F401
 except ImportError:
-    from test_instr_support import anth, aoai, oai, openai_instrumented, sandbox  # noqa: F401
+    from test_instr_support import anth, aoai, fail_after_first, oai, openai_instrumented, sandbox  # noqa: F401
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tell me a story"}], "max_tokens": 40}
 MESSAGE = {"model": "claude-3-5-haiku-20241022", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}
@@ -164,13 +164,7 @@ class _Boom(Exception):
 def test_exception_inside_the_sdk_stream_ends_the_span_as_an_error(oai, spans, no_double_end):
     """A failure of the SDK's own iterator (here: a decoding hook raising) reaches the app unchanged."""
     stream = oai.chat.completions.create(**CHAT, stream=True)
-    inner = stream._iterator.inner
-
-    def failing():
-        yield next(inner)
-        raise _Boom("connection dropped")
-
-    stream._iterator.inner = failing()
+    fail_after_first(stream._iterator, _Boom("connection dropped"))
     with pytest.raises(_Boom):
         for _ in stream:
             pass

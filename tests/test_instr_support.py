@@ -18,6 +18,18 @@ except ImportError:
     import replay
 
 
+def fail_after_first(events, exc: BaseException) -> None:
+    """Makes the SDK's iterator under our reader (`core._Events`) yield one event, then raise `exc`: a failure of
+    the SDK's own stream (a connection dropped, a decoding hook raising), as the app would meet it."""
+    inner = events.inner
+
+    def failing():
+        yield next(inner)
+        raise exc
+
+    events.inner = failing()
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox() as sb:

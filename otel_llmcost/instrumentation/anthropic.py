@@ -19,7 +19,7 @@ from opentelemetry import context
 
 from .. import hosts, names
 from . import semconv
-from .core import (CALL_IN_PROGRESS_KEY, Described, Endpoint, Once, Provider, StreamReader, field, positive_int,
+from .core import (CALL_IN_PROGRESS_KEY, Described, Endpoint, Once, Provider, StreamReader, field, non_negative_int,
                    stainless_describe)
 from .instrumentor import SdkInstrumentor
 
@@ -58,7 +58,7 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
-    """Read on every call, so `field` and `positive_int` are written out where it counts (see `field`)."""
+    """Read on every call, so `field` and `non_negative_int` are written out where it counts (see `field`)."""
     attributes: dict[str, Any] = {}
     if usage is None:
         return attributes
@@ -75,19 +75,19 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         attributes[names.OUTPUT_TOKENS] = output
     details = get(usage, "output_tokens_details", None)
     if details is not None:
-        thinking = positive_int(field(details, "thinking_tokens"))
+        thinking = non_negative_int(field(details, "thinking_tokens"))
         if thinking:
             attributes[names.REASONING_TOKENS] = thinking
     if read:
         attributes[names.CACHE_READ_TOKENS] = read
     if written:
         attributes[names.CACHE_WRITE_TOKENS] = written
-        written_1h = positive_int(field(get(usage, "cache_creation", None), "ephemeral_1h_input_tokens"))
+        written_1h = non_negative_int(field(get(usage, "cache_creation", None), "ephemeral_1h_input_tokens"))
         if written_1h:
             attributes[names.CACHE_WRITE_1H_TOKENS] = written_1h
     server_tool_use = get(usage, "server_tool_use", None)
     if server_tool_use is not None:
-        searches = positive_int(field(server_tool_use, "web_search_requests"))
+        searches = non_negative_int(field(server_tool_use, "web_search_requests"))
         if searches:
             attributes[names.WEB_SEARCH_REQUESTS] = searches
     tier = get(usage, "service_tier", None)
@@ -109,10 +109,10 @@ def _compaction_attributes(iterations: Any, attributes: dict[str, Any]) -> None:
     for iteration in iterations if isinstance(iterations, list) else ():
         if field(iteration, "type") != "compaction":
             continue
-        read = positive_int(field(iteration, "cache_read_input_tokens")) or 0
-        written = positive_int(field(iteration, "cache_creation_input_tokens")) or 0
-        sums[0] += (positive_int(field(iteration, "input_tokens")) or 0) + read + written
-        sums[1] += positive_int(field(iteration, "output_tokens")) or 0
+        read = non_negative_int(field(iteration, "cache_read_input_tokens")) or 0
+        written = non_negative_int(field(iteration, "cache_creation_input_tokens")) or 0
+        sums[0] += (non_negative_int(field(iteration, "input_tokens")) or 0) + read + written
+        sums[1] += non_negative_int(field(iteration, "output_tokens")) or 0
         sums[2] += read
         sums[3] += written
     for name, value in zip((names.COMPACTION_INPUT_TOKENS, names.COMPACTION_OUTPUT_TOKENS,

@@ -7,9 +7,9 @@ at once: `create`, `parse`, the `stream()` helpers, `with_raw_response`, `with_s
 contributes a `Provider`: what a wrapped call is (`describe`), and small functions that read a response body or
 a stream's events into attributes.
 
-The wrapper never changes what the SDK returns or raises: it returns the very object (a Stainless stream keeps
-its identity; its event iterator is swapped for ours), re-raises the very exception, and anything of its own
-that fails is logged once and swallowed.
+The wrapper never changes what the SDK returns or raises: it returns the very object (a stream keeps its
+identity: the provider's `StreamHook` puts our reader of its events inside it), re-raises the very exception,
+and anything of its own that fails is logged once and swallowed.
 
 A streamed call's span ends exactly once: when the stream is exhausted, fails, is closed (`close()`, leaving its
 `with` block, or the helper that owns it being closed), or is garbage-collected, with whatever usage was seen.
@@ -20,18 +20,22 @@ from __future__ import annotations
 import logging
 import os
 import time
+import types
 import weakref
 from collections import abc
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from urllib.parse import urlsplit
 
+import wrapt
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import guard as _guard
-from .. import names
+from .. import hosts, names
 from . import semconv
 
 logger = logging.getLogger("otel_llmcost.instrumentation")
@@ -65,8 +69,41 @@ def field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def positive_int(value: Any) -> int | None:
+def non_negative_int(value: Any) -> int | None:
+    """A count as the provider sent it: an int >= 0 (0 included), else None (absent, negative, not an int)."""
     return value if type(value) is int and value >= 0 else None
+
+
+def add_response_identity(attributes: dict[str, Any], response: Any, model_field: str = "model",
+                          id_field: str = "id") -> dict[str, Any]:
+    """The response model and id of a response (or a stream's chunk), added to `attributes`."""
+    model = field(response, model_field)
+    if isinstance(model, str):
+        attributes[names.RESPONSE_MODEL] = model
+    response_id = field(response, id_field)
+    if isinstance(response_id, str):
+        attributes[names.RESPONSE_ID] = response_id
+    return attributes
+
+
+@lru_cache(maxsize=128)
+def provider_for_base_url(base_url: str, name: str, api_host: str) -> str:
+    """The provider of an SDK's base URL: `name` (the hosted API's) for `api_host` and its subdomains, and for
+    any host the user's mapping says is `hosted` (the API behind a proxy); the mapping's name for a host it
+    names; else a server on loopback, a private network or a known self-hosting server is named as such
+    (`otel_llmcost.hosts`)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    named = hosts.named_provider(host)
+    if named and named != hosts.HOSTED:
+        return named
+    if named is None and not hosts.match_host(host, {api_host: name}):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return hosts.self_hosted_provider(host, port) or name
+    return name
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -141,6 +178,20 @@ class Described(NamedTuple):  # a tuple, not a dataclass: one is built per call
 
 
 @dataclass(frozen=True)
+class StreamHook:
+    """How one SDK's stream objects take our reader of their events, so that the app gets what the SDK returned.
+
+    `wrap(stream, events)` returns what the app gets, where `events(iterator)` is our iterator around an iterator
+    of the SDK's events (`_Events`); `wrap_async` likewise for async streams (`_AsyncEvents`). `events_in(obj)`
+    finds ours again in a stream (or a helper that owns one) whose `close()` is being called (the instrumentor's
+    `closes`), or None."""
+
+    wrap: Callable[[Any, Callable[[Any], Any]], Any]
+    wrap_async: Callable[[Any, Callable[[Any], Any]], Any]
+    events_in: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
 class Provider:
     """What the shared wrapper needs to know of one SDK."""
 
@@ -155,6 +206,9 @@ class Provider:
     server: Callable[[Any], dict[str, Any]] | None = None  # instance -> server.address and server.port
     # body -> (input messages, system instructions) in the conventions' shape (only when the user opts in)
     input_messages: Callable[[Mapping[str, Any]], tuple[list, list]] | None = None
+    # How the objects of `stream_types` and `async_stream_types` take our reader; None: as Stainless streams (the
+    # `openai` and `anthropic` SDKs) or plain generators (`google-genai`), `STAINLESS_OR_GENERATOR`.
+    streams: StreamHook | None = None
 
 
 def stainless_describe(endpoint_for: Callable[[str], Endpoint | None]) -> Callable[..., Described | None]:
@@ -531,15 +585,97 @@ async def _async_generator(events: _AsyncEvents) -> Any:
         await events.aclose()
 
 
-def end_stream_on_close(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Wrapper of a stream's (or a stream helper's) `close()`: the app is done with the call, so is its span."""
-    try:
-        events = getattr(getattr(instance, "_raw_stream", instance), "_iterator", None)
-        if isinstance(events, _Events):
-            events.call.finish_stream()
-    except Exception:
-        log_once("could not end the span of a closed stream")
-    return wrapped(*args, **kwargs)
+# -- the default stream hook: Stainless streams and plain generators ---------------------------------------------
+#
+# A Stainless stream (`openai.Stream`, `anthropic.Stream`, anthropic's JSONL decoder) iterates its private
+# `_iterator`; no public API swaps it, and the app must get the very object (its type, `response`, `with`). So
+# ours replaces it in place. Should an SDK version drop it, the stream is handed to the app behind a proxy
+# (`_ProxiedStream`) instead: same type to `isinstance`, same attributes, iterated through ours.
+
+
+def _stainless_or_generator(stream: Any, events: Callable[[Any], "_Events"]) -> Any:
+    inner = getattr(stream, "_iterator", None)
+    if inner is not None:
+        stream._iterator = events(inner)
+        return stream
+    if isinstance(stream, types.GeneratorType):  # a plain generator: wrap it in one of ours
+        return _generator(events(stream))
+    log_once(f"{type(stream).__qualname__} has no `_iterator`: its stream is read through a proxy")
+    return _ProxiedStream(stream, events(iter(stream)))
+
+
+def _stainless_or_async_generator(stream: Any, events: Callable[[Any], "_AsyncEvents"]) -> Any:
+    inner = getattr(stream, "_iterator", None)
+    if inner is not None:
+        stream._iterator = events(inner)
+        return stream
+    if isinstance(stream, types.AsyncGeneratorType):
+        return _async_generator(events(stream))
+    log_once(f"{type(stream).__qualname__} has no `_iterator`: its stream is read through a proxy")
+    return _ProxiedAsyncStream(stream, events(stream.__aiter__()))
+
+
+def _stainless_events_in(obj: Any) -> Any:
+    """Ours in a Stainless stream, in the raw stream a helper owns (`_raw_stream`: openai's
+    `ChatCompletionStream`, anthropic's `MessageStream`), or in the proxy of a stream."""
+    events = getattr(obj, "_self_events", None)
+    if events is None:
+        events = getattr(getattr(obj, "_raw_stream", obj), "_iterator", None)
+    return events
+
+
+STAINLESS_OR_GENERATOR = StreamHook(_stainless_or_generator, _stainless_or_async_generator, _stainless_events_in)
+
+
+class _ProxiedStream(wrapt.ObjectProxy):
+    """A stream whose events cannot be swapped in place, as the app gets it: the stream to `isinstance`, its
+    attributes and `with`, iterated through our events; `close()` ends the call's span."""
+
+    def __init__(self, stream: Any, events: "_Events") -> None:
+        super().__init__(stream)
+        self._self_events = events
+
+    def __iter__(self) -> Any:
+        return self._self_events
+
+    def __next__(self) -> Any:
+        return next(self._self_events)
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        self._self_events.call.finish_stream()
+        return self.__wrapped__.__exit__(*exc)
+
+    def close(self) -> Any:
+        self._self_events.call.finish_stream()
+        return self.__wrapped__.close()
+
+
+class _ProxiedAsyncStream(wrapt.ObjectProxy):
+    def __init__(self, stream: Any, events: "_AsyncEvents") -> None:
+        super().__init__(stream)
+        self._self_events = events
+
+    def __aiter__(self) -> Any:
+        return self._self_events
+
+    async def __anext__(self) -> Any:
+        return await self._self_events.__anext__()
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        self._self_events.call.finish_stream()
+        return await self.__wrapped__.__aexit__(*exc)
+
+    async def close(self) -> Any:
+        self._self_events.call.finish_stream()
+        return await self.__wrapped__.close()
 
 
 # Streaming raw responses (`with_streaming_response`) not parsed yet: their calls end when the app parses them.
@@ -558,7 +694,19 @@ def read_on_parse(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -
     return result
 
 
-try:  # For speed: the keys `is_instrumentation_enabled()` reads, read from the context each call fetches once.
+# Two private names of OpenTelemetry, read for speed on every call, each with its public equivalent: the public
+# one is used when the private one is gone (tests/test_instr_private_apis.py compares the two).
+
+
+def _enabled_public(ctx: context.Context) -> bool:
+    return is_instrumentation_enabled()
+
+
+def _call_context_public(ctx: context.Context, span: trace.Span) -> context.Context:
+    return trace.set_span_in_context(span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx))
+
+
+try:  # the keys `is_instrumentation_enabled()` reads, read from the context each call fetches once
     from opentelemetry.instrumentation.utils import (
         _SUPPRESS_INSTRUMENTATION_KEY,
         _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
@@ -567,13 +715,11 @@ try:  # For speed: the keys `is_instrumentation_enabled()` reads, read from the 
     def _enabled(ctx: context.Context) -> bool:
         return not (ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
 
-except ImportError:  # another version of opentelemetry-instrumentation: its public function
-
-    def _enabled(ctx: context.Context) -> bool:
-        return is_instrumentation_enabled()
+except ImportError:
+    _enabled = _enabled_public
 
 
-try:  # For speed: the call's context (its span current, CALL_IN_PROGRESS_KEY set) built in one copy, not two.
+try:  # the call's context (its span current, CALL_IN_PROGRESS_KEY set) built in one copy, not two
     from opentelemetry.trace.propagation import _SPAN_KEY
 
     def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
@@ -582,10 +728,8 @@ try:  # For speed: the call's context (its span current, CALL_IN_PROGRESS_KEY se
         values[CALL_IN_PROGRESS_KEY] = True
         return context.Context(values)
 
-except ImportError:  # another version of opentelemetry-api: its public functions
-
-    def _call_context(ctx: context.Context, span: trace.Span) -> context.Context:
-        return trace.set_span_in_context(span, context.set_value(CALL_IN_PROGRESS_KEY, True, ctx))
+except ImportError:
+    _call_context = _call_context_public
 
 
 class RequestTracer:
@@ -595,6 +739,7 @@ class RequestTracer:
                  settings: semconv.Settings | None = None, telemetry: Telemetry | None = None) -> None:
         self.tracer = tracer
         self.provider = provider
+        self.streams = provider.streams or STAINLESS_OR_GENERATOR
         self.settings = settings if settings is not None else semconv.Settings(metrics=False)
         self.telemetry = telemetry  # None when neither metrics nor message events are on
         self.capture = self.settings.content and provider.input_messages is not None
@@ -746,9 +891,9 @@ class RequestTracer:
         try:
             provider = self.provider
             if isinstance(result, provider.stream_types):
-                return self._hook_stream(call, result, _Events, _generator)
+                return self._hook_stream(call, result, _Events)
             if isinstance(result, provider.async_stream_types):
-                return self._hook_stream(call, result, _AsyncEvents, _async_generator)
+                return self._hook_stream(call, result, _AsyncEvents)
             if provider.raw_response_types and isinstance(result, provider.raw_response_types):
                 self._read_raw_response(call, result)
             else:
@@ -777,7 +922,7 @@ class RequestTracer:
         else:
             call.finish(None)
 
-    def _hook_stream(self, call: _Call, stream: Any, events_type: type, generator: Callable) -> Any:
+    def _hook_stream(self, call: _Call, stream: Any, events_type: type) -> Any:
         """Puts a reader between the stream and its events: same object, same semantics for the app."""
         factory = call.endpoint.stream_reader
         reader = call.reader = factory() if factory is not None else None
@@ -788,11 +933,18 @@ class RequestTracer:
                                    or self.capture):
             output = _StreamOutput(endpoint, call, self) if self.capture and endpoint.stream_text is not None else None
             call.reader = _Observed(reader, endpoint.stream_finish_reasons, output)
-        inner = getattr(stream, "_iterator", None)
-        if inner is None:  # a plain generator: wrap it in one of ours
-            return generator(events_type(stream, call))
-        stream._iterator = events_type(inner, call)
-        return stream
+        wrap = self.streams.wrap_async if events_type is _AsyncEvents else self.streams.wrap
+        return wrap(stream, lambda inner: events_type(inner, call))
+
+    def end_stream_on_close(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Wrapper of a stream's (or a stream helper's) `close()`: the app is done with the call, so is its span."""
+        try:
+            events = self.streams.events_in(instance)
+            if isinstance(events, _Events):
+                events.call.finish_stream()
+        except Exception:
+            log_once("could not end the span of a closed stream")
+        return wrapped(*args, **kwargs)
 
 
 class ToolTracer:

@@ -12,62 +12,43 @@ Gemini's `prompt_token_count` already includes `cached_content_token_count`, so 
 from __future__ import annotations
 
 import types
-from functools import lru_cache
 from typing import Any, Collection, Mapping
-from urllib.parse import urlsplit
 
-from .. import hosts, names
+from .. import names
 from . import semconv
-from .core import Described, Endpoint, Provider, StreamReader, ToolTracer, field, positive_int
+from .core import (Described, Endpoint, Provider, StreamReader, ToolTracer, add_response_identity, field,
+                   non_negative_int, provider_for_base_url)
 from .instrumentor import SdkInstrumentor
 
 
 def provider_name(models: Any) -> str:
-    client = models._api_client
+    client = getattr(models, "_api_client", None)  # (no public accessor; without it: the Gemini API's name)
     name = "gcp.vertex_ai" if getattr(client, "vertexai", False) else "gcp.gemini"
     base_url = getattr(getattr(client, "_http_options", None), "base_url", None)
-    return _provider_for_base_url(base_url, name) if base_url else name
-
-
-@lru_cache(maxsize=64)
-def _provider_for_base_url(base_url: str, name: str) -> str:
-    """A custom base URL on loopback, a private network or a known self-hosting server is named as such
-    (`otel_llmcost.hosts`), unless the user's mapping names the host (`hosted`: Google's API behind a proxy)."""
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    named = hosts.named_provider(host)
-    if named and named != hosts.HOSTED:
-        return named
-    if named is None and not host.endswith(".googleapis.com"):
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        return hosts.self_hosted_provider(host, port) or name
-    return name
+    return provider_for_base_url(base_url, name, "googleapis.com") if base_url else name
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     if usage is None:
         return attributes
-    prompt = positive_int(field(usage, "prompt_token_count"))
-    tool_prompt = positive_int(field(usage, "tool_use_prompt_token_count")) or 0
+    prompt = non_negative_int(field(usage, "prompt_token_count"))
+    tool_prompt = non_negative_int(field(usage, "tool_use_prompt_token_count")) or 0
     if prompt is not None:
         attributes[names.INPUT_TOKENS] = prompt + tool_prompt
-    candidates = positive_int(field(usage, "candidates_token_count"))
-    thoughts = positive_int(field(usage, "thoughts_token_count")) or 0
+    candidates = non_negative_int(field(usage, "candidates_token_count"))
+    thoughts = non_negative_int(field(usage, "thoughts_token_count")) or 0
     if candidates is not None or thoughts:
         attributes[names.OUTPUT_TOKENS] = (candidates or 0) + thoughts
     if thoughts:
         attributes[names.REASONING_TOKENS] = thoughts
-    cached = positive_int(field(usage, "cached_content_token_count"))
+    cached = non_negative_int(field(usage, "cached_content_token_count"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
     for details, by_modality in _MODALITY_DETAILS:
         for item in field(usage, details) or ():
             name = by_modality.get(_modality(field(item, "modality")))
-            count = positive_int(field(item, "token_count"))
+            count = non_negative_int(field(item, "token_count"))
             if name is not None and count:
                 attributes[name] = attributes.get(name, 0) + count
     return attributes
@@ -93,14 +74,8 @@ def _modality(value: Any) -> str:
 
 
 def read_response(response: Any) -> dict[str, Any]:
-    attributes = usage_attributes(field(response, "usage_metadata"))
-    model = field(response, "model_version")
-    if isinstance(model, str):
-        attributes[names.RESPONSE_MODEL] = model
-    response_id = field(response, "response_id")
-    if isinstance(response_id, str):
-        attributes[names.RESPONSE_ID] = response_id
-    return attributes
+    return add_response_identity(usage_attributes(field(response, "usage_metadata")), response, "model_version",
+                                 "response_id")
 
 
 class ChunkReader(StreamReader):

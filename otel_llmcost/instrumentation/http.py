@@ -86,7 +86,11 @@ def llm_hooks() -> dict[str, Callable]:
         if "event-stream" in content_type:
             span.set_attribute(names.USAGE_MISSING, True)
             return None
-        if "json" not in content_type or not hasattr(response.stream, "_httpcore_stream"):
+        if "json" not in content_type:
+            return None
+        if not hasattr(response.stream, "_httpcore_stream"):  # (see `_serve_again`)
+            log_once("the HTTP response stream has no `_httpcore_stream`: raw HTTP usage is not read")
+            span.set_attribute(names.USAGE_MISSING, True)
             return None
         return route[0], response.stream
 
@@ -122,6 +126,8 @@ def llm_hooks() -> dict[str, Callable]:
 
 
 def _serve_again(span: Any, endpoint: Endpoint, stream: Any, body: bytes | Exception) -> None:
+    """Puts the body read back in the response for the app. The hook gets httpx's transport-level response stream,
+    which has no public way to be read twice: its private `_httpcore_stream` (what it iterates) is replaced."""
     stream._httpcore_stream = _Body(body, stream._httpcore_stream)
     if not isinstance(body, Exception):
         span.set_attributes(endpoint.read_response(json.loads(body)))

@@ -14,7 +14,7 @@ from wrapt import wrap_function_wrapper
 from .. import __version__, guard
 from .api import app_tracer
 from . import semconv
-from .core import Provider, RequestTracer, Telemetry, end_stream_on_close, log_once, read_on_parse
+from .core import Provider, RequestTracer, Telemetry, log_once, read_on_parse
 
 Target = tuple[str, str]  # (module, "Class.method")
 
@@ -47,7 +47,7 @@ class SdkInstrumentor(BaseInstrumentor):
         for targets, wrapper in (
             (self.sync_requests, request_tracer.sync_wrapper),
             (self.async_requests, request_tracer.async_wrapper),
-            (self.closes, end_stream_on_close),
+            (self.closes, request_tracer.end_stream_on_close),
         ):
             for target in targets:
                 self._wrap(target, wrapper)

@@ -15,7 +15,7 @@ from typing import Any, Collection, Iterator, Mapping
 
 from .. import hosts, names
 from . import semconv
-from .core import Described, Endpoint, Once, Provider, StreamReader, field, positive_int, stainless_describe
+from .core import Described, Endpoint, Once, Provider, StreamReader, field, non_negative_int, stainless_describe
 from .instrumentor import SdkInstrumentor
 
 # Hosts of OpenAI-compatible services, so their calls are priced with their own prices.
@@ -81,7 +81,9 @@ def provider_name(client: Any) -> str:
     plain = _plain_base_url.get(kind)
     if plain is None:
         plain = _plain_base_url[kind] = _sdk_base_url_getter(kind)
-    base_url = client._base_url if plain else client.base_url
+    base_url = getattr(client, "_base_url", None) if plain else None
+    if base_url is None:  # (an SDK version without `_base_url`: the public getter)
+        base_url = client.base_url
     known = _provider_names.get(id(base_url))
     if known is not None and known[0] is base_url and known[1] is kind:
         return known[2]
@@ -102,7 +104,7 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _usage_attributes(usage: Any) -> dict[str, Any]:
     """Chat and legacy completions usage (`prompt_tokens`, `completion_tokens` and their details).
-    Read on every call, so `field` and `positive_int` are written out (see `field`)."""
+    Read on every call, so `field` and `non_negative_int` are written out (see `field`)."""
     attributes: dict[str, Any] = {}
     if usage is None:
         return attributes
@@ -141,20 +143,20 @@ def _usage_attributes(usage: Any) -> dict[str, Any]:
 def _responses_usage_attributes(usage: Any) -> dict[str, Any]:
     """Responses API usage: `input_tokens` (cache included), `output_tokens` (reasoning included)."""
     attributes: dict[str, Any] = {}
-    value = positive_int(field(usage, "input_tokens"))
+    value = non_negative_int(field(usage, "input_tokens"))
     if value is not None:
         attributes[names.INPUT_TOKENS] = value
-    value = positive_int(field(usage, "output_tokens"))
+    value = non_negative_int(field(usage, "output_tokens"))
     if value is not None:
         attributes[names.OUTPUT_TOKENS] = value
     input_details = field(usage, "input_tokens_details")
-    cached = positive_int(field(input_details, "cached_tokens"))
+    cached = non_negative_int(field(input_details, "cached_tokens"))
     if cached:
         attributes[names.CACHE_READ_TOKENS] = cached
-    written = positive_int(field(input_details, "cache_write_tokens"))
+    written = non_negative_int(field(input_details, "cache_write_tokens"))
     if written:
         attributes[names.CACHE_WRITE_TOKENS] = written
-    reasoning = positive_int(field(field(usage, "output_tokens_details"), "reasoning_tokens"))
+    reasoning = non_negative_int(field(field(usage, "output_tokens_details"), "reasoning_tokens"))
     if reasoning:
         attributes[names.REASONING_TOKENS] = reasoning
     return attributes
