@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from .normalize import request_text
+from .otlp_lite import request_text
 from .pipeline import DEAD_LETTERS_TABLE, DeadLetter, Pipeline, StoreUnavailable
 from .recent_calls import RecentCalls
 from .spool import Spool

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..store import Store, StoreError
-from .normalize import (TWIN_SLACK_NS, Call, CallSummary, calls_in, one_per_call, same_call, truest,
-                        twin_groups)
+from .normalize import Call
+from .otlp_lite import calls_in
 from .pricing import Price, PriceCatalog
 from .recent_calls import RecentCalls
-from .rows import COLUMNS, row
+from .rows import COLUMNS, Row, row
 from .stats import Stats
+from .twins import TWIN_SLACK_NS, CallSummary, one_per_call, same_call, truest, twin_groups
 
 logger = logging.getLogger("otel_llmcost.collector")
 
@@ -102,13 +103,6 @@ def partition_chunks(rows: list[tuple]) -> list[list[tuple]]:
             for i in range(0, len(ordered), MAX_PARTITIONS_PER_INSERT)]
 
 
-# Column positions in a row (rows.COLUMNS) of what `settle` reads.
-_COL = {name: i for i, name in enumerate(COLUMNS)}
-(_TS, _DURATION, _TRACE, _SPAN, _PARENT, _SCOPE, _REQUEST_MODEL, _RESPONSE_MODEL, _RESPONSE_ID, _INPUT, _OUTPUT,
- _CACHE_READ, _CACHE_WRITE, _REASONING, _STATUS, _CACHE_HIT) = (_COL[c] for c in (
-    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "scope_name", "request_model",
-    "response_model", "response_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "price_status", "cache_hit_kind"))
 # Stored rows within this distance of each other are read by one range of the look-up.
 _LOOKUP_GAP_NS = 60_000_000_000
 
@@ -138,10 +132,11 @@ WHERE ({ranges}) AND span_id IN (SELECT arrayJoin(splitByChar(',', {keys:String}
 """
 
 
-def summary_of_row(r: tuple) -> CallSummary:
-    return CallSummary(r[_TS], r[_DURATION], r[_TRACE], r[_SPAN], r[_PARENT], r[_SCOPE],
-                       r[_RESPONSE_MODEL] or r[_REQUEST_MODEL], r[_RESPONSE_ID], r[_CACHE_HIT], r[_STATUS] != "no_usage",
-                       r[_INPUT], r[_OUTPUT], r[_CACHE_READ] + r[_CACHE_WRITE], r[_REASONING])
+def summary_of_row(r: Row) -> CallSummary:
+    return CallSummary(r.timestamp, r.duration_ms, r.trace_id, r.span_id, r.parent_span_id, r.scope_name,
+                       r.response_model or r.request_model, r.response_id, r.cache_hit_kind,
+                       r.price_status != "no_usage", r.input_tokens, r.output_tokens,
+                       r.cache_read_tokens + r.cache_write_tokens, r.reasoning_tokens)
 
 
 class HexList:
@@ -186,7 +181,7 @@ class Pipeline:
 
     def rows_for(self, request: ExportTraceServiceRequest | bytes, recent: RecentCalls | None = None,
                  skip: set[tuple[str, str]] | None = None,
-                 dead: list[DeadLetter] | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
+                 dead: list[DeadLetter] | None = None) -> tuple[list[Row], list[tuple[str, str]]]:
         """Rows of the LLM calls in `request` (a message or its protobuf bytes) not stored lately, and the
         (trace_id, span_id) of the calls left out as already stored. The rows' calls are remembered as stored: the
         caller must store them. `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay),
@@ -233,7 +228,7 @@ class Pipeline:
                         spans_duplicate=len(spans) - len(calls) + readable - len(fresh))
         return [r for _, r in fresh], skipped
 
-    def settle(self, rows: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
+    def settle(self, rows: list[Row]) -> tuple[list[Row], list[tuple[str, str]]]:
         """A batch about to be inserted, against itself and the store (whatever collector process stored what):
         its rows less the spans already stored and the spans of calls that a truer span describes, and the
         (trace_id, span_id) of the rows left out. A stored span that a row of the batch describes better is
@@ -242,12 +237,13 @@ class Pipeline:
         if not rows or BENCH_SKIP_SETTLE:
             return rows, []
         dropped: set[int] = set()
-        span_ids = {r[_SPAN] for r in rows}
+        span_ids = {r.span_id for r in rows}
         scopes: dict[str, str] = {}
         shared = False  # a response id named by two instrumentations, or a span nested in another of the batch
         for r in rows:
-            rid = r[_RESPONSE_ID]
-            if (rid and scopes.setdefault(rid, r[_SCOPE]) != r[_SCOPE]) or (r[_PARENT] and r[_PARENT] in span_ids):
+            rid = r.response_id
+            parent = r.parent_span_id
+            if (rid and scopes.setdefault(rid, r.scope_name) != r.scope_name) or (parent and parent in span_ids):
                 shared = True
                 break
         if shared:
@@ -264,11 +260,11 @@ class Pipeline:
             by_response: dict[str, list[int]] = {}
             for i in live:
                 r = rows[i]
-                by_key[r[_TRACE] + r[_SPAN]] = i
-                if r[_PARENT]:
-                    by_parent.setdefault(r[_TRACE] + r[_PARENT], []).append(i)
-                if r[_RESPONSE_ID]:
-                    by_response.setdefault(r[_RESPONSE_ID], []).append(i)
+                by_key[r.trace_id + r.span_id] = i
+                if r.parent_span_id:
+                    by_parent.setdefault(r.trace_id + r.parent_span_id, []).append(i)
+                if r.response_id:
+                    by_response.setdefault(r.response_id, []).append(i)
             twins: dict[int, list[tuple[CallSummary, int]]] = {}
             for candidate, minute in stored:
                 key = candidate.trace_id + candidate.span_id
@@ -297,11 +293,11 @@ class Pipeline:
         if not dropped:
             return rows, []
         kept = [r for i, r in enumerate(rows) if i not in dropped]
-        left_out = [(rows[i][_TRACE], rows[i][_SPAN]) for i in sorted(dropped)]
+        left_out = [(rows[i].trace_id, rows[i].span_id) for i in sorted(dropped)]
         self.counters.add(spans_duplicate=len(left_out))
         return kept, left_out
 
-    def _stored_near(self, rows: list[tuple], live) -> list[tuple[CallSummary, int]]:
+    def _stored_near(self, rows: list[Row], live) -> list[tuple[CallSummary, int]]:
         """Stored spans that are rows of the batch, or may describe the same calls (nested in one trace with
         one, or naming the same response from another instrumentation), with the minute of each: one query,
         reading only the rows stored around the batch's span times (migration 070's projection). The keys travel
@@ -310,13 +306,13 @@ class Pipeline:
         if not batch:
             return []
         # (comprehensions rather than one loop: this runs over every row of every batch)
-        spans = [r[_SPAN] for r in batch]
-        parents = [r[_PARENT] for r in batch if r[_PARENT]]
-        traces = {r[_TRACE] for r in batch}
-        longest = int(max(r[_DURATION] for r in batch) * 1e6)
-        ranges = time_ranges(sorted(r[_TS] for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
+        spans = [r.span_id for r in batch]
+        parents = [r.parent_span_id for r in batch if r.parent_span_id]
+        traces = {r.trace_id for r in batch}
+        longest = int(max(r.duration_ms for r in batch) * 1e6)
+        ranges = time_ranges(sorted(r.timestamp for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
         scopes: dict[str, set[str]] = {}
-        for rid, scope in {(r[_RESPONSE_ID], r[_SCOPE]) for r in batch if r[_RESPONSE_ID]}:
+        for rid, scope in {(r.response_id, r.scope_name) for r in batch if r.response_id}:
             scopes.setdefault(rid, set()).add(scope)
         # A response named in the batch by one instrumentation only: its stored spans from that same one are
         # other calls (or the same spans, found by their keys), so they are not read.
@@ -330,7 +326,7 @@ class Pipeline:
             found = [f for f in found if f[0] in traces or f[3] in scopes]
             if not found:
                 return []
-            keys = {r[_TRACE] + r[_SPAN] for r in batch}
+            keys = {r.trace_id + r.span_id for r in batch}
             if all(trace + span in keys for trace, span, *_ in found):
                 return [(CallSummary(0, 0.0, trace, span, parent, scope, "", rid, "", False, 0, 0, 0, 0), 0)
                         for trace, span, parent, rid, scope in found]
