@@ -105,6 +105,7 @@ def partition_chunks(rows: list[tuple]) -> list[list[tuple]]:
 
 # Stored rows within this distance of each other are read by one range of the look-up.
 _LOOKUP_GAP_NS = 60_000_000_000
+_MAX_NS = (1 << 63) - 1
 
 # The look-up's keys are lists of hex text, each one text parameter (comma-separated): span ids are hex
 # already (`bytes.hex()` made them), response ids and scopes are hex-encoded here. A list can be 50,000 keys
@@ -162,8 +163,9 @@ def time_ranges(starts: list[int], before: int, after: int) -> str:
             merged[-1][1] = start + after
         else:
             merged.append([start - before, start + after])
-    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({lo}) AND fromUnixTimestamp64Nano({hi})"
-                       for lo, hi in merged)
+    # (cut to the Int64 the function takes: a span's end time is not checked, and may be near 2^64)
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({max(lo, -_MAX_NS)}) "
+                       f"AND fromUnixTimestamp64Nano({min(hi, _MAX_NS)})" for lo, hi in merged)
 
 
 class Pipeline:
