@@ -42,6 +42,8 @@ def by_keyword(record: type) -> Callable[[Callable], Callable]:
     """A decorator: the function recompiled with its keyword constructions of `record` made positional."""
 
     def recompile(function: Callable) -> Callable:
+        if function.__code__.co_freevars:
+            raise TypeError(f"{function.__qualname__}: only a module's own functions can be recompiled")
         try:
             source = textwrap.dedent(inspect.getsource(function))
         except (OSError, TypeError):
@@ -50,12 +52,12 @@ def by_keyword(record: type) -> Callable[[Callable], Callable]:
         definition = tree.body[0]
         assert isinstance(definition, ast.FunctionDef)
         definition.decorator_list = []
+        ast.increment_lineno(tree, function.__code__.co_firstlineno - 1)
         transformer = _Positional(record, function.__qualname__)
         transformer.visit(tree)
         if not transformer.rewritten:
             raise TypeError(f"{function.__qualname__} builds no {record.__name__}")
         ast.fix_missing_locations(tree)
-        ast.increment_lineno(tree, function.__code__.co_firstlineno - 1)
         module = compile(tree, function.__code__.co_filename, "exec", dont_inherit=True,
                          flags=__future__.annotations.compiler_flag)
         [code] = [c for c in module.co_consts if isinstance(c, types.CodeType) and c.co_name == function.__name__]
