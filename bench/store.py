@@ -35,7 +35,7 @@ def worker(variant: str, inserts: int) -> None:
 
     from otel_llmcost.store import Store
     from otel_llmcost.collector import rows as rows_module
-    from otel_llmcost.collector.normalize import calls_in
+    from otel_llmcost.collector.otlp_lite import calls_in
     from otel_llmcost.collector.pipeline import Pipeline
 
     from .collector import build_batch, refresh

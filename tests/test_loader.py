@@ -6,7 +6,8 @@ import gc
 import time
 import weakref
 
-from otel_llmcost.collector.pipeline import Loader, Pipeline
+from otel_llmcost.collector.loader import Loader
+from otel_llmcost.collector.pipeline import Pipeline
 from otel_llmcost.collector.spool import Spool
 
 from intake_support import llm_spans, request_bytes
@@ -52,7 +53,7 @@ def test_the_loader_collects_garbage_after_each_insert_and_gives_back_the_thresh
 
 
 def test_recent_calls_remember_at_least_the_newest_capacity_keys_and_at_most_twice_that():
-    from otel_llmcost.collector.pipeline import RecentCalls
+    from otel_llmcost.collector.recent_calls import RecentCalls
 
     class Call:
         def __init__(self, i: int) -> None:

@@ -418,7 +418,7 @@ def test_the_example_price_file_is_valid():
 def calls_of(scope: str, attributes: dict) -> list:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from otel_llmcost.collector.normalize import calls_in
+    from otel_llmcost.collector.otlp_lite import calls_in
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -487,7 +487,7 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
-    from otel_llmcost.collector import normalize
+    from otel_llmcost.collector import normalize, otlp_lite
 
     def kv(key, **value):
         return KeyValue(key=key, value=AnyValue(**value))
@@ -532,7 +532,7 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
     want = [c for c in (expected(span, resource_text) for span in scope_spans.spans) if c is not None]
     assert len(want) == len(cases)
     for source in (request, request.SerializeToString(), request):  # first decode, then look-ups
-        assert list(normalize.calls_in(source)) == want
+        assert list(otlp_lite.calls_in(source)) == want
     assert want[-1].usage.input_tokens == 7 and want[-1].attributes == {"x.other": "b"}
 
 

@@ -234,6 +234,28 @@ def test_spool_records_that_cannot_be_stored_become_dead_letters_after_a_restart
         collector.stop()
 
 
+def test_a_span_ending_near_2_64_ns_is_settled_and_stored(tmp_path):
+    """Only a span's start time is checked: one whose end is near 2^64 ns (so its look-up window too) is settled
+    against the store and stored like the others, never a batch retried for ever."""
+    from otel_llmcost.collector.pipeline import Pipeline
+    from otel_llmcost.store import Store
+
+    store = Store(f"chdb://{tmp_path / 'store'}")
+    store.migrate()
+    try:
+        pipeline = Pipeline(store)
+        request = ExportRequest.FromString(request_bytes(llm_spans(3, feature="late-end")))
+        request.resource_spans[0].scope_spans[0].spans[1].end_time_unix_nano = (1 << 64) - 1
+        rows, _ = pipeline.rows_for(request.SerializeToString())
+        kept, left_out = pipeline.settle(rows)
+        assert len(kept) == 3 and not left_out
+        assert not pipeline.write_batch(kept, "late-end")
+        kept, left_out = pipeline.settle(rows)  # the same spans again: found stored
+        assert not kept and len(left_out) == 3
+    finally:
+        store.close()
+
+
 def test_rows_the_store_refuses_are_found_by_halving_and_dead_lettered_once(tmp_path):
     """The fallback behind the checks: rows that reach the store and are refused (made here by skipping the
     checks: a prefix length and a timestamp beyond their columns) are found among good ones and set aside; the

@@ -17,11 +17,13 @@ from ..retention import apply_retention, parse_retention
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
 from . import normalize
 from .forward import Forwarder
-from .pipeline import Loader, Pipeline, Stats
+from .loader import Loader
 from .operations import Operations
+from .pipeline import Pipeline
 from .receivers import (MAX_BODY_BYTES, MAX_CONNECTIONS, RETRY_AFTER_SECONDS, Intake, MemoryBudget, Receivers,
                         is_loopback_host)
 from .spool import Spool
+from .stats import Stats
 from .telemetry import Telemetry
 
 logger = logging.getLogger("otel_llmcost.collector")

@@ -36,6 +36,8 @@ reading fails is set aside (`SetAside`, a dead letter) instead of being stored.
 Private by default: attributes that hold prompt or completion content, or look like a secret (by name, or by a
 value such as an `sk-...` key or a bearer token), are not stored, unless the operator keeps them
 (`set_kept_attributes`, the collector's `--keep-attributes`).
+
+This module reads one span; `otlp_lite.calls_in` reads a whole request with it, `twins` keeps each call once.
 """
 
 from __future__ import annotations
@@ -44,10 +46,8 @@ import fnmatch
 import json
 import os
 import re
-from typing import Any, Iterable, Iterator, NamedTuple
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 from .. import hosts, names
 from .pricing import PricedUsage, with_speed
@@ -182,6 +182,8 @@ _private_names: dict[str, int] = {}  # name -> 0 kept, 1 private by its name, 2 
 
 # An attribute not stored (in the place of its value in an `AttributeEntry`).
 PRIVATE = object()
+# What forgets privacy decisions made before (caches of decoded attributes) when the kept attributes change.
+ON_KEPT_ATTRIBUTES_CHANGE: list[Callable[[], None]] = []
 
 
 def set_kept_attributes(patterns: Iterable[str]) -> None:
@@ -191,7 +193,8 @@ def set_kept_attributes(patterns: Iterable[str]) -> None:
     global _kept_names
     _kept_names = re.compile("|".join(fnmatch.translate(glob) for glob in globs)) if globs else None
     _private_names.clear()
-    _ATTRIBUTES.clear()
+    for forget in ON_KEPT_ATTRIBUTES_CHANGE:
+        forget()
 
 
 def is_private(key: str, text: str | None) -> bool:
@@ -210,63 +213,47 @@ def is_private(key: str, text: str | None) -> bool:
     return bool(text) and _SECRET_VALUE.search(text) is not None
 
 
+@dataclass(slots=True, kw_only=True)
 class Call:
-    """One LLM call, normalized: what the row of `llm_spans` is made of, before pricing.
-    (A plain class with slots: one is made per span.)"""
+    """One LLM call, normalized: what the row of `llm_spans` is made of, before pricing. Built by keyword; `to_call`,
+    which makes one per span, sets each field by name on a bare instance instead (a keyword constructor matches its
+    28 names at every call)."""
 
-    __slots__ = ("timestamp_ns", "duration_ms", "trace_id", "span_id", "parent_span_id", "service_name",
-                 "span_name", "scope_name", "provider", "operation", "request_model", "response_model",
-                 "response_id", "status_code", "error_type", "usage", "has_usage", "service_tier", "project",
-                 "feature", "user_id", "attributes", "resource_attributes", "resource_json", "prefix_hash",
-                 "prefix_length", "notes", "cache_hit_kind")
+    timestamp_ns: int
+    duration_ms: float
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    service_name: str
+    span_name: str
+    scope_name: str
+    provider: str
+    operation: str
+    request_model: str
+    response_model: str
+    response_id: str
+    status_code: str
+    error_type: str
+    usage: PricedUsage
+    has_usage: bool
+    service_tier: str
+    project: str
+    feature: str
+    user_id: str
+    attributes: dict[str, str]
+    resource_attributes: dict[str, str]
+    # What is stored (the row's `resource_json`): made once per resource by `calls_in`, shared by its spans; from
+    # `resource_attributes` when not given.
+    resource_json: str = None  # type: ignore[assignment]
+    prefix_hash: str = ""
+    prefix_length: int = 0
+    notes: list[str] = field(default_factory=list)
+    # An application-level cache hit: no call made; `usage` is what it avoided.
+    cache_hit_kind: str = ""
 
-    def __init__(self, timestamp_ns: int, duration_ms: float, trace_id: str, span_id: str, parent_span_id: str,
-                 service_name: str, span_name: str, scope_name: str, provider: str, operation: str,
-                 request_model: str, response_model: str, response_id: str, status_code: str, error_type: str,
-                 usage: PricedUsage, has_usage: bool, service_tier: str, project: str, feature: str,
-                 user_id: str, attributes: dict[str, str], resource_attributes: dict[str, str],
-                 prefix_hash: str = "", prefix_length: int = 0, notes: list[str] | None = None,
-                 cache_hit_kind: str = "", resource_json: str | None = None) -> None:
-        self.timestamp_ns = timestamp_ns
-        self.duration_ms = duration_ms
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_span_id = parent_span_id
-        self.service_name = service_name
-        self.span_name = span_name
-        self.scope_name = scope_name
-        self.provider = provider
-        self.operation = operation
-        self.request_model = request_model
-        self.response_model = response_model
-        self.response_id = response_id
-        self.status_code = status_code
-        self.error_type = error_type
-        self.usage = usage
-        self.has_usage = has_usage
-        self.service_tier = service_tier
-        self.project = project
-        self.feature = feature
-        self.user_id = user_id
-        self.attributes = attributes
-        self.resource_attributes = resource_attributes
-        # What is stored (the row's `resource_json`): made once per resource by `calls_in`, shared by its spans.
-        self.resource_json = resource_json_of(resource_attributes) if resource_json is None else resource_json
-        self.prefix_hash = prefix_hash
-        self.prefix_length = prefix_length
-        self.notes = [] if notes is None else notes
-        # An application-level cache hit: no call made; `usage` is what it avoided.
-        self.cache_hit_kind = cache_hit_kind
-
-    def __repr__(self) -> str:
-        return f"Call({', '.join(f'{name}={getattr(self, name)!r}' for name in self.__slots__)})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Call:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+    def __post_init__(self) -> None:
+        if self.resource_json is None:
+            self.resource_json = resource_json_of(self.resource_attributes)
 
     @property
     def model(self) -> str:
@@ -418,186 +405,9 @@ def facts_of_entries(entries: list[AttributeEntry]) -> tuple[dict[str, Any], boo
     return facts, names_usage, names_cache_hit, rest
 
 
-# -- the hot path: requests read through a lighter schema -----------------------------------------------------
-#
-# The same wire format as ExportTraceServiceRequest, with only the fields read here and each attribute (an OTLP
-# KeyValue) kept as its encoded bytes. Attribute encodings repeat from span to span (the provider, the models, the
-# project, the feature, the same token counts and users again and again), so each distinct encoding is decoded
-# once (`_attribute`), with what `span_facts` needs to know of it, and the next span with the same bytes costs
-# one dictionary look-up instead of five protobuf accessors.
-
-# The messages and fields read, named as in opentelemetry-proto, whose descriptors give their numbers and types.
-_LITE_FIELDS = {
-    "ExportTraceServiceRequest": ("resource_spans",),
-    "ResourceSpans": ("resource", "scope_spans"),
-    "Resource": ("attributes",),
-    "ScopeSpans": ("scope", "spans"),
-    "InstrumentationScope": ("name",),
-    "Span": ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano", "end_time_unix_nano",
-             "attributes", "status"),
-    "Status": ("code",),
-}
-
-
-def _lite_request_class() -> Any:
-    """ExportTraceServiceRequest's descriptors copied with only `_LITE_FIELDS`, attributes as bytes."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    package = "otel_llmcost.lite"
-    lite = descriptor_pb2.FileDescriptorProto(name="otel_llmcost/otlp_lite.proto", package=package, syntax="proto3")
-    descriptors, pending = {}, [ExportTraceServiceRequest.DESCRIPTOR]
-    while pending:  # the request's message types, by following its message fields
-        descriptor = pending.pop()
-        descriptors[descriptor.name] = descriptor
-        for name in _LITE_FIELDS[descriptor.name]:
-            field = descriptor.fields_by_name[name]
-            if field.message_type is not None and field.message_type.name in _LITE_FIELDS:
-                pending.append(field.message_type)
-    Field = descriptor_pb2.FieldDescriptorProto
-    for name, descriptor in descriptors.items():
-        message = descriptor_pb2.DescriptorProto()
-        descriptor.CopyToProto(message)
-        fields = [f for f in message.field if f.name in _LITE_FIELDS[name]]
-        out = lite.message_type.add(name=name)
-        for field in fields:
-            kept = out.field.add()
-            kept.CopyFrom(field)
-            if field.type == Field.TYPE_ENUM:  # (Status.code) an enum is a varint on the wire
-                kept.type = Field.TYPE_INT32
-                kept.ClearField("type_name")
-            elif field.type == Field.TYPE_MESSAGE:
-                short = field.type_name.rsplit(".", 1)[1]
-                if short in _LITE_FIELDS:
-                    kept.type_name = f".{package}.{short}"
-                else:  # a KeyValue: kept as its bytes
-                    kept.type = Field.TYPE_BYTES
-                    kept.ClearField("type_name")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(lite)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.ExportTraceServiceRequest"))
-
-
-LiteRequest = _lite_request_class()
-
-# encoded KeyValue -> its `attribute_entry`; bounded, emptied when full.
-_ATTRIBUTES: dict[bytes, AttributeEntry] = {}
-_ATTRIBUTES_MAX = 32_768  # (a few MiB at most; one-off values, e.g. token counts, empty it now and then)
-_ATTRIBUTE_MAX_BYTES = 256  # longer ones (prompts, ...) are rarely repeated: decoded each time, not kept
-
-
-def _attribute(encoded: bytes) -> AttributeEntry:
-    kv = KeyValue.FromString(encoded)
-    value = kv.value
-    kind = value.WhichOneof("value")
-    entry = attribute_entry(kv.key, getattr(value, kind) if kind in SCALAR_KINDS else any_value(value))
-    if len(encoded) <= _ATTRIBUTE_MAX_BYTES and kind in SCALAR_KINDS:  # (lists and maps are not shared)
-        if len(_ATTRIBUTES) >= _ATTRIBUTES_MAX:
-            _ATTRIBUTES.clear()
-        _ATTRIBUTES[encoded] = entry
-    return entry
-
-
-def span_facts(encoded_attributes: Any) -> tuple[dict[str, Any], bool, bool, dict[str, str]]:
-    """`facts_of(attributes_of(...))` of a span's attributes as encoded KeyValues (`LiteRequest`).
-
-    The common case in one pass without `facts_of_entries`' bookkeeping: every fact at its most specific
-    spelling (rank 0: ours and the current conventions), each once. Anything else (another spelling, or a
-    fact's key repeated without a value) is read again by `facts_of_entries`, which settles every case."""
-    known = _ATTRIBUTES.get
-    facts: dict[str, Any] = {}
-    rest: dict[str, str] = {}
-    names_usage = names_cache_hit = False
-    for encoded in encoded_attributes:
-        key, fact, rank, value, text, flag, _ = known(encoded) or _attribute(encoded)
-        if text is not None:
-            rest[key] = text
-        if fact is None:
-            continue
-        if rank or (value is None and fact in facts):
-            return facts_of_entries([known(e) or _attribute(e) for e in encoded_attributes])
-        if flag:
-            if flag == 1:
-                names_usage = True
-            else:
-                names_cache_hit = True
-        if value is not None:
-            facts[fact] = value  # (this key again: its last value, as a dict keeps it)
-    return facts, names_usage, names_cache_hit, rest
-
-
 def resource_json_of(resource: dict[str, str]) -> str:
     """The resource's attributes as the JSON object stored in `llm_spans.resource_json` (in their order)."""
     return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-
-
-def lite_request(request: ExportTraceServiceRequest | bytes) -> Any:
-    """The request (a message or its protobuf bytes) read through `LiteRequest`."""
-    if not isinstance(request, (bytes, bytearray, memoryview)):
-        request = request.SerializeToString()
-    return LiteRequest.FromString(request)
-
-
-def calls_in(request: ExportTraceServiceRequest | bytes, set_aside: list | None = None) -> Iterator[Call]:
-    """Every LLM call an OTLP export request (a message, or its protobuf bytes) describes; other spans are
-    skipped. With `set_aside` (a list), a span that cannot be read into a storable call is appended to it as
-    (trace_id, span_id, reason, the span as text) instead of raising."""
-    for resource_spans in lite_request(request).resource_spans:
-        resource: dict[str, Any] = {}
-        for encoded in resource_spans.resource.attributes:
-            entry = _ATTRIBUTES.get(encoded) or _attribute(encoded)
-            if entry[6] is not PRIVATE:
-                resource[entry[0]] = entry[6]  # (the last of a repeated key wins)
-        service_name = as_text(resource.get("service.name")) or "unknown_service"
-        resource_text = {key: as_text(value) for key, value in resource.items()}
-        resource_json = resource_json_of(resource_text)
-        for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            for span in scope_spans.spans:
-                facts, names_usage, names_cache_hit, rest = span_facts(span.attributes)
-                if not is_llm_call(facts, names_usage, names_cache_hit) or (
-                        not names_usage and rest.get(names.USAGE_ELSEWHERE) == "true"):
-                    continue  # (a span whose usage is recorded on another span: a background response's polls)
-                try:
-                    call = to_call(span, facts, names_usage, rest, service_name, scope_name, resource_text,
-                                   resource_json)
-                except Exception as exc:
-                    if set_aside is None:
-                        raise
-                    set_aside.append((span.trace_id.hex(), span.span_id.hex(), _reason(exc),
-                                      span_text(span, facts, rest, service_name, scope_name)))
-                    continue
-                yield call
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, SetAside) else f"{type(exc).__name__}: {exc}"
-
-
-def span_text(span: Any, facts: dict[str, Any], rest: dict[str, str], service_name: str, scope_name: str) -> str:
-    """A span (`LiteRequest`) as JSON text for the dead letters: what was read of it, private attributes left
-    out as they are from rows."""
-    document = {"trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
-                "parent_span_id": span.parent_span_id.hex(), "name": span.name,
-                "start_time_unix_nano": span.start_time_unix_nano, "end_time_unix_nano": span.end_time_unix_nano,
-                "service_name": service_name, "scope_name": scope_name,
-                "facts": {key: as_text(value) for key, value in facts.items()}, "attributes": rest}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-
-
-def request_text(request: bytes, limit: int = 1 << 20) -> str:
-    """An OTLP request (protobuf bytes) as JSON text for the dead letters, its spans as `span_text` (so without
-    private attributes), at most `limit` characters; what can be read of it if it is not readable at all."""
-    try:
-        spans = []
-        for resource_spans in lite_request(request).resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    facts, _, _, rest = span_facts(span.attributes)
-                    spans.append(span_text(span, facts, rest, "", scope_spans.scope.name))
-        text = "[" + ",".join(spans) + "]"
-    except Exception as exc:
-        return f"unreadable request of {len(request)} bytes: {type(exc).__name__}: {exc}"
-    return text if len(text) <= limit else text[:limit] + "...(cut)"
 
 
 def is_llm_call(facts: dict[str, Any], names_usage: bool, names_cache_hit: bool) -> bool:
@@ -639,16 +449,39 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
     provider = get("provider", "").lower()
     if names.SERVER_ADDRESS in rest and scope_name != OUR_SCOPE:
         provider = provider_at(provider, rest)
-    # (positional, in `Call`'s order: a third of the cost of 28 keyword arguments, once per span)
-    return Call(
-        start, (end - start) / 1e6 if end > start else 0.0,
-        span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-        service_name, span.name, scope_name, provider, get("operation", ""),
-        get("request_model", ""), get("response_model", ""), get("response_id", ""),
-        STATUS_NAMES.get(span.status.code, "UNSET"), get("error_type", ""),
-        usage, has_usage, service_tier_of(facts), get("project", ""), get("feature", ""), get("user_id", ""),
-        rest, resource, get("prefix_hash", ""), prefix_length, notes, cache_hit_kind, resource_json,
-    )
+    call = _bare_call(Call)  # (every field set by name below: see Call)
+    call.timestamp_ns = start
+    call.duration_ms = (end - start) / 1e6 if end > start else 0.0
+    call.trace_id = span.trace_id.hex()
+    call.span_id = span.span_id.hex()
+    call.parent_span_id = span.parent_span_id.hex()
+    call.service_name = service_name
+    call.span_name = span.name
+    call.scope_name = scope_name
+    call.provider = provider
+    call.operation = get("operation", "")
+    call.request_model = get("request_model", "")
+    call.response_model = get("response_model", "")
+    call.response_id = get("response_id", "")
+    call.status_code = STATUS_NAMES.get(span.status.code, "UNSET")
+    call.error_type = get("error_type", "")
+    call.usage = usage
+    call.has_usage = has_usage
+    call.service_tier = service_tier_of(facts)
+    call.project = get("project", "")
+    call.feature = get("feature", "")
+    call.user_id = get("user_id", "")
+    call.attributes = rest
+    call.resource_attributes = resource
+    call.resource_json = resource_json_of(resource) if resource_json is None else resource_json
+    call.prefix_hash = get("prefix_hash", "")
+    call.prefix_length = prefix_length
+    call.notes = notes
+    call.cache_hit_kind = cache_hit_kind
+    return call
+
+
+_bare_call = object.__new__
 
 
 OUR_SCOPE = "otel_llmcost"  # our instrumentation decides the provider with the app's own settings
@@ -759,145 +592,3 @@ _NO_USAGE = PricedUsage()
 assert PricedUsage._fields[:7] == ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                                    "cache_write_1h_tokens", "reasoning_tokens", "web_searches")
 _NO_MORE_USAGE = (0,) * (len(PricedUsage._fields) - 7)
-
-
-# -- two spans of one call --------------------------------------------------------------------------------
-#
-# Spans of one call: an SDK's own span nested in an instrumentation's (OpenLIT, ours), or two root spans of
-# separate traces that name the same provider response (OpenLLMetry beside anthropic 2.x's own spans). An id
-# alone proves nothing (Ollama draws `chatcmpl-<0..998>`): two spans are one call only if they also come from
-# different instrumentations (one instrumentation makes one span per call), started within TWIN_SLACK_NS of each
-# other and open at a common moment, and agree on the model and the output tokens.
-
-TWIN_SLACK_NS = 2_000_000_000
-# Instrumentation scopes of the provider SDKs' own spans: over a peer's span of the same call when they disagree.
-PROVIDER_SDK_SCOPES = ("com.anthropic.sdk",)
-
-
-class CallSummary(NamedTuple):
-    """What judging two spans of one call needs, of a `Call`, a row about to be stored, or a stored row."""
-    timestamp_ns: int
-    duration_ms: float
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    scope_name: str
-    model: str
-    response_id: str
-    cache_hit_kind: str
-    has_usage: bool
-    input_tokens: int
-    output_tokens: int
-    cache_tokens: int  # reads + writes
-    reasoning_tokens: int
-
-
-def summary_of_call(call: Call) -> CallSummary:
-    u = call.usage
-    return CallSummary(call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
-                       call.scope_name, call.model, call.response_id, call.cache_hit_kind, call.has_usage,
-                       u.input_tokens, u.output_tokens, u.cache_read_tokens + u.cache_write_tokens, u.reasoning_tokens)
-
-
-def models_agree(a: str, b: str) -> bool:
-    """The same model, as far as two spans can tell (a dated response model begins with its request alias)."""
-    a, b = a.lower(), b.lower()
-    return not a or not b or a.startswith(b) or b.startswith(a)
-
-
-def overlap(a: CallSummary, b: CallSummary) -> bool:
-    """Whether the two spans were open at some common moment (two spans of one call both cover its request)."""
-    return a.timestamp_ns <= b.timestamp_ns + b.duration_ms * 1e6 and b.timestamp_ns <= a.timestamp_ns + a.duration_ms * 1e6
-
-
-def nested(a: CallSummary, b: CallSummary) -> bool:
-    return a.trace_id == b.trace_id and (a.parent_span_id == b.span_id or b.parent_span_id == a.span_id)
-
-
-def same_call(a: CallSummary, b: CallSummary) -> bool:
-    """Whether two spans (not the same span) describe one call."""
-    if a.cache_hit_kind or b.cache_hit_kind:
-        return False  # a cache hit is not a second span of the call it avoided
-    if a.response_id and b.response_id and a.response_id != b.response_id:
-        return False
-    if not nested(a, b):
-        if not a.response_id or a.response_id != b.response_id or a.scope_name == b.scope_name:
-            return False
-        if abs(a.timestamp_ns - b.timestamp_ns) > TWIN_SLACK_NS or not overlap(a, b):
-            return False
-    if not models_agree(a.model, b.model):
-        return False
-    return not (a.has_usage and b.has_usage and a.output_tokens and b.output_tokens
-                and a.output_tokens != b.output_tokens)
-
-
-def completeness(a: CallSummary) -> tuple:
-    """Orders the spans of one call, truest last: usage at all, then cache and reasoning tokens (a span that
-    lacks them dropped them), then ours (it also carries the attribution: project, feature, user), then the
-    provider SDK's own span (over another instrumentation's), then the larger count."""
-    return (a.has_usage, a.cache_tokens > 0, a.reasoning_tokens > 0, a.scope_name == "otel_llmcost",
-            a.scope_name.startswith(PROVIDER_SDK_SCOPES), a.input_tokens + a.output_tokens)
-
-
-def twin_groups(summaries: list[CallSummary]) -> list[list[int]]:
-    """Indexes of `summaries` that describe one call, in groups of two or more (each index in one group)."""
-    by_span = {(s.trace_id, s.span_id): i for i, s in enumerate(summaries)}
-    by_response: dict[str, list[int]] = {}
-    for i, s in enumerate(summaries):
-        if s.response_id:
-            by_response.setdefault(s.response_id, []).append(i)
-    pairs = []
-    for i, s in enumerate(summaries):
-        if s.parent_span_id:
-            j = by_span.get((s.trace_id, s.parent_span_id))
-            if j is not None and same_call(s, summaries[j]):
-                pairs.append((i, j))
-    for indexes in by_response.values():
-        if len(indexes) > 1 and len({summaries[i].scope_name for i in indexes}) > 1:
-            pairs += [(i, j) for n, i in enumerate(indexes) for j in indexes[n + 1:]
-                      if not nested(summaries[i], summaries[j]) and same_call(summaries[i], summaries[j])]
-    if not pairs:
-        return []
-    group_of: dict[int, int] = {}
-    groups: dict[int, list[int]] = {}
-    for i, j in pairs:
-        gi, gj = group_of.get(i), group_of.get(j)
-        if gi is None and gj is None:
-            group_of[i] = group_of[j] = i
-            groups[i] = [i, j]
-        elif gi is None or gj is None:
-            g = gi if gi is not None else gj
-            k = i if gi is None else j
-            group_of[k] = g
-            groups[g].append(k)
-        elif gi != gj:
-            for k in groups.pop(gj):
-                group_of[k] = gi
-                groups[gi].append(k)
-    return list(groups.values())
-
-
-def truest(summaries: list[CallSummary], indexes: list[int]) -> int:
-    """The index of the span to keep among spans of one call: the most complete; on a tie the earliest (the
-    outer span), so the choice does not depend on arrival order."""
-    return max(indexes, key=lambda i: (completeness(summaries[i]), -summaries[i].timestamp_ns))
-
-
-def one_per_call(calls: list[Call]) -> list[Call]:
-    """The calls, each call once: of two or more spans that describe one call (`same_call`), the truest."""
-    span_ids = {c.span_id for c in calls}
-    responses: dict[str, str] = {}
-    for call in calls:
-        if call.parent_span_id in span_ids:
-            break
-        rid = call.response_id
-        if rid and responses.setdefault(rid, call.scope_name) != call.scope_name:
-            break
-    else:
-        return calls  # no nesting, no response named by two instrumentations (nearly always): nothing to choose
-    summaries = [summary_of_call(c) for c in calls]
-    dropped: set[int] = set()
-    for group in twin_groups(summaries):
-        keep = truest(summaries, group)
-        dropped.update(i for i in group if i != keep)
-    return [c for i, c in enumerate(calls) if i not in dropped]

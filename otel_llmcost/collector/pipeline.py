@@ -1,19 +1,16 @@
-"""normalize -> price -> write.
+"""The write step: normalize -> price -> rows, settled against the store, inserted.
 
-`Pipeline.rows_for(request)` turns an OTLP export request into rows of `llm_spans` (LLM spans only,
-each call once, calls stored lately skipped). `Loader` is the one writer: it reads the spool in order,
-batches rows (`batch_rows` rows or `batch_seconds` after the first one) and inserts each batch with a
-deduplication token derived from its spool offsets, retrying while the store is down.
+`Pipeline.rows_for(request)` turns an OTLP export request into rows of `llm_spans` (LLM spans only, each call once,
+calls stored lately skipped); `Pipeline.settle` checks a batch against what the store holds; `write_batch` inserts
+it. `loader.Loader` drives these from the spool.
 
 What is not the store being down cannot stop storage: a span that cannot be read or priced, and a row the store
 refuses (found by splitting the batch in halves until the refused rows are alone), go to `llm_dead_letters` with
-the reason; a batch spanning more months than ClickHouse takes in one insert is inserted in parts. The loader is
-supervised: an unexpected error restarts it from its last checkpoint, and its progress is what health reports.
+the reason; a batch spanning more months than ClickHouse takes in one insert is inserted in parts.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -21,26 +18,21 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..store import Store, StoreError
-from .normalize import (TWIN_SLACK_NS, Call, CallSummary, calls_in, one_per_call, request_text, same_call, truest,
-                        twin_groups)
+from .normalize import Call
+from .otlp_lite import calls_in
 from .pricing import Price, PriceCatalog
-from .rows import COLUMNS, row
-from .spool import Spool
+from .recent_calls import RecentCalls
+from .rows import COLUMNS, Row, row
+from .stats import Stats
+from .twins import TWIN_SLACK_NS, CallSummary, one_per_call, same_call, truest, twin_groups
 
 logger = logging.getLogger("otel_llmcost.collector")
 
 SPANS_TABLE = "llm_spans"
-# Test hook (collector/README.md): while this file exists, the loader dies right after an insert succeeds and
-# before it records so in the spool checkpoint, the worst moment for a crash.
-CRASH_AFTER_INSERT_FILE = os.environ.get("OTEL_LLMCOST_FAULT_CRASH_AFTER_INSERT_FILE") or None
-# Test hook (collector/README.md): while this file exists, the loader fails (an unexpected exception) on every
-# spool record it reads, as a bug would.
-LOADER_FAIL_FILE = os.environ.get("OTEL_LLMCOST_FAULT_LOADER_FAIL_FILE") or None
 DEAD_LETTERS_TABLE = "llm_dead_letters"
 DEAD_LETTER_COLUMNS = ("trace_id", "span_id", "reason", "record", "spool_batch")
 # ClickHouse refuses an insert whose rows fall in more partitions (months of `timestamp`) than this
@@ -58,8 +50,6 @@ REFUSED_ALONE_BEFORE_RETRY = 8
 # Benchmark hook (bench/collector.py's A/B of the cost of `Pipeline.settle`; never set it in production): the
 # batch is not settled against the store, as before store look-ups existed.
 BENCH_SKIP_SETTLE = bool(os.environ.get("OTEL_LLMCOST_BENCH_SKIP_SETTLE"))
-# The loader's full garbage collections, this often (its young ones follow each insert; see Loader.run).
-GC_FULL_SECONDS = 60.0
 
 
 class StoreUnavailable(Exception):
@@ -113,109 +103,9 @@ def partition_chunks(rows: list[tuple]) -> list[list[tuple]]:
             for i in range(0, len(ordered), MAX_PARTITIONS_PER_INSERT)]
 
 
-@dataclass
-class Outcome:
-    received: int = 0  # LLM spans in the request
-    stored: int = 0
-    duplicates: int = 0
-
-
-class Stats:
-    """The collector's counters (what /llmcost/v1/stats, the log summary and the OTel metrics report)."""
-
-    COUNTERS = (
-        "requests_received", "spans_received", "spans_rejected", "requests_rejected_full", "requests_spooled",
-        "llm_spans", "spans_priced", "spans_unpriced", "spans_no_usage", "spans_duplicate", "spans_stored",
-        "insert_batches", "insert_errors", "forward_sent", "forward_failed", "forward_dropped",
-        "spans_dead_lettered", "inserts_refused", "loader_restarts", "spool_write_errors",
-    )
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.values: dict[str, Any] = dict.fromkeys(self.COUNTERS, 0)
-        self.values.update(store_down=False, insert_latency_ms_last=0.0, insert_latency_ms_max=0.0,
-                           insert_latency_ms_total=0.0)
-        self.insert_latency_listeners: list = []
-
-    def add(self, **deltas: int) -> None:
-        with self.lock:
-            for key, delta in deltas.items():
-                self.values[key] += delta
-
-    def set(self, **values: Any) -> None:
-        with self.lock:
-            self.values.update(values)
-
-    def insert_latency(self, ms: float) -> None:
-        with self.lock:
-            v = self.values
-            v["insert_latency_ms_last"] = ms
-            v["insert_latency_ms_max"] = max(v["insert_latency_ms_max"], ms)
-            v["insert_latency_ms_total"] += ms
-        for listener in self.insert_latency_listeners:
-            listener(ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self.values)
-
-
-class RecentCalls:
-    """Keys of the spans stored lately, so that a span re-sent soon after is left out without asking the store.
-    Bounded: the newest `capacity` keys at least, twice that at most. A key is trace id + span id (48 hex
-    digits). What it has forgotten, and what other collector processes stored, `Pipeline.settle` asks the
-    store about."""
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
-        # Two generations: `keys` fills up to `capacity`, then becomes `older` (the one before is dropped). A
-        # key is looked up in both; nothing is ever copied (trimming one dict in place cost about 1 µs per span).
-        self.keys: dict[str, None] = {}
-        self.older: dict[str, None] = {}
-
-    @staticmethod
-    def span_key(trace_id: str, span_id: str) -> str:
-        return trace_id + span_id
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys or key in self.older
-
-    def take(self, items: list[tuple[Call, Any]]) -> tuple[list[tuple[Call, Any]], list[Call]]:
-        """The items whose span was not stored lately, nor already met earlier in `items` (remembered from now
-        on), and the calls left out."""
-        kept, left_out, keys, older = [], [], self.keys, self.older
-        batch: dict[str, None] = {}  # (a dict: remembered in the order met)
-        for item in items:
-            call = item[0]
-            span_key = call.trace_id + call.span_id  # span_key(), inlined: once per span
-            if span_key in keys or span_key in older or span_key in batch:
-                left_out.append(call)
-                continue
-            batch[span_key] = None
-            kept.append(item)
-        self.remember_keys(batch)
-        return kept, left_out
-
-    def remember_keys(self, keys) -> None:
-        self.keys.update(dict.fromkeys(keys))
-        if len(self.keys) >= self.capacity:
-            self.older, self.keys = self.keys, {}
-
-    def all_keys(self) -> list[str]:
-        """Every key remembered, oldest first."""
-        return [*self.older, *self.keys]
-
-
-# Column positions in a row (rows.COLUMNS) of what `settle` reads.
-_COL = {name: i for i, name in enumerate(COLUMNS)}
-(_TS, _DURATION, _TRACE, _SPAN, _PARENT, _SCOPE, _REQUEST_MODEL, _RESPONSE_MODEL, _RESPONSE_ID, _INPUT, _OUTPUT,
- _CACHE_READ, _CACHE_WRITE, _REASONING, _STATUS, _CACHE_HIT) = (_COL[c] for c in (
-    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "scope_name", "request_model",
-    "response_model", "response_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "price_status", "cache_hit_kind"))
-_MAX_INT64 = (1 << 63) - 1
 # Stored rows within this distance of each other are read by one range of the look-up.
 _LOOKUP_GAP_NS = 60_000_000_000
+_MAX_NS = (1 << 63) - 1
 
 # The look-up's keys are lists of hex text, each one text parameter (comma-separated): span ids are hex
 # already (`bytes.hex()` made them), response ids and scopes are hex-encoded here. A list can be 50,000 keys
@@ -243,10 +133,11 @@ WHERE ({ranges}) AND span_id IN (SELECT arrayJoin(splitByChar(',', {keys:String}
 """
 
 
-def summary_of_row(r: tuple) -> CallSummary:
-    return CallSummary(r[_TS], r[_DURATION], r[_TRACE], r[_SPAN], r[_PARENT], r[_SCOPE],
-                       r[_RESPONSE_MODEL] or r[_REQUEST_MODEL], r[_RESPONSE_ID], r[_CACHE_HIT], r[_STATUS] != "no_usage",
-                       r[_INPUT], r[_OUTPUT], r[_CACHE_READ] + r[_CACHE_WRITE], r[_REASONING])
+def summary_of_row(r: Row) -> CallSummary:
+    return CallSummary(r.timestamp, r.duration_ms, r.trace_id, r.span_id, r.parent_span_id, r.scope_name,
+                       r.response_model or r.request_model, r.response_id, r.cache_hit_kind,
+                       r.price_status != "no_usage", r.input_tokens, r.output_tokens,
+                       r.cache_read_tokens + r.cache_write_tokens, r.reasoning_tokens)
 
 
 class HexList:
@@ -272,9 +163,9 @@ def time_ranges(starts: list[int], before: int, after: int) -> str:
             merged[-1][1] = start + after
         else:
             merged.append([start - before, start + after])
-    # (clamped to Int64, the argument fromUnixTimestamp64Nano takes: a span may last until its end of time)
-    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({max(lo, 0)}) "
-                       f"AND fromUnixTimestamp64Nano({min(hi, _MAX_INT64)})" for lo, hi in merged)
+    # (cut to the Int64 the function takes: a span's end time is not checked, and may be near 2^64)
+    return " OR ".join(f"timestamp BETWEEN fromUnixTimestamp64Nano({max(lo, -_MAX_NS)}) "
+                       f"AND fromUnixTimestamp64Nano({min(hi, _MAX_NS)})" for lo, hi in merged)
 
 
 class Pipeline:
@@ -284,7 +175,7 @@ class Pipeline:
         self.catalog = catalog or PriceCatalog()
         # (OTEL_LLMCOST_RECENT_CALLS: for tests that need a memory they can exceed)
         self.recent = RecentCalls(recent_calls or int(os.environ.get("OTEL_LLMCOST_RECENT_CALLS") or 200_000))
-        self.stats_ = stats or Stats()
+        self.counters = stats or Stats()
         self.lock = threading.Lock()  # one writer: dedup check, insert and remember are one step
 
     def price(self, call: Call) -> Price:
@@ -292,7 +183,7 @@ class Pipeline:
 
     def rows_for(self, request: ExportTraceServiceRequest | bytes, recent: RecentCalls | None = None,
                  skip: set[tuple[str, str]] | None = None,
-                 dead: list[DeadLetter] | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
+                 dead: list[DeadLetter] | None = None) -> tuple[list[Row], list[tuple[str, str]]]:
         """Rows of the LLM calls in `request` (a message or its protobuf bytes) not stored lately, and the
         (trace_id, span_id) of the calls left out as already stored. The rows' calls are remembered as stored: the
         caller must store them. `recent`/`skip`: to rebuild a batch exactly as it was first built (a replay),
@@ -325,7 +216,7 @@ class Pipeline:
                 logger.warning("dropped %d spans that cannot be stored: %s", len(letters), letters[0].reason)
         if not items:
             if spans:
-                self.stats_.add(llm_spans=len(spans))
+                self.counters.add(llm_spans=len(spans))
             return [], []
         readable = len(items)
         if skip:
@@ -335,11 +226,11 @@ class Pipeline:
             fresh, left_out = recent.take(items)
         skipped = [(call.trace_id, call.span_id) for call in left_out]
         # (a second span of a call counts as a duplicate)
-        self.stats_.add(llm_spans=len(spans), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
+        self.counters.add(llm_spans=len(spans), spans_priced=priced, spans_unpriced=unpriced, spans_no_usage=no_usage,
                         spans_duplicate=len(spans) - len(calls) + readable - len(fresh))
         return [r for _, r in fresh], skipped
 
-    def settle(self, rows: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
+    def settle(self, rows: list[Row]) -> tuple[list[Row], list[tuple[str, str]]]:
         """A batch about to be inserted, against itself and the store (whatever collector process stored what):
         its rows less the spans already stored and the spans of calls that a truer span describes, and the
         (trace_id, span_id) of the rows left out. A stored span that a row of the batch describes better is
@@ -348,12 +239,13 @@ class Pipeline:
         if not rows or BENCH_SKIP_SETTLE:
             return rows, []
         dropped: set[int] = set()
-        span_ids = {r[_SPAN] for r in rows}
+        span_ids = {r.span_id for r in rows}
         scopes: dict[str, str] = {}
         shared = False  # a response id named by two instrumentations, or a span nested in another of the batch
         for r in rows:
-            rid = r[_RESPONSE_ID]
-            if (rid and scopes.setdefault(rid, r[_SCOPE]) != r[_SCOPE]) or (r[_PARENT] and r[_PARENT] in span_ids):
+            rid = r.response_id
+            parent = r.parent_span_id
+            if (rid and scopes.setdefault(rid, r.scope_name) != r.scope_name) or (parent and parent in span_ids):
                 shared = True
                 break
         if shared:
@@ -370,11 +262,11 @@ class Pipeline:
             by_response: dict[str, list[int]] = {}
             for i in live:
                 r = rows[i]
-                by_key[r[_TRACE] + r[_SPAN]] = i
-                if r[_PARENT]:
-                    by_parent.setdefault(r[_TRACE] + r[_PARENT], []).append(i)
-                if r[_RESPONSE_ID]:
-                    by_response.setdefault(r[_RESPONSE_ID], []).append(i)
+                by_key[r.trace_id + r.span_id] = i
+                if r.parent_span_id:
+                    by_parent.setdefault(r.trace_id + r.parent_span_id, []).append(i)
+                if r.response_id:
+                    by_response.setdefault(r.response_id, []).append(i)
             twins: dict[int, list[tuple[CallSummary, int]]] = {}
             for candidate, minute in stored:
                 key = candidate.trace_id + candidate.span_id
@@ -403,11 +295,11 @@ class Pipeline:
         if not dropped:
             return rows, []
         kept = [r for i, r in enumerate(rows) if i not in dropped]
-        left_out = [(rows[i][_TRACE], rows[i][_SPAN]) for i in sorted(dropped)]
-        self.stats_.add(spans_duplicate=len(left_out))
+        left_out = [(rows[i].trace_id, rows[i].span_id) for i in sorted(dropped)]
+        self.counters.add(spans_duplicate=len(left_out))
         return kept, left_out
 
-    def _stored_near(self, rows: list[tuple], live) -> list[tuple[CallSummary, int]]:
+    def _stored_near(self, rows: list[Row], live) -> list[tuple[CallSummary, int]]:
         """Stored spans that are rows of the batch, or may describe the same calls (nested in one trace with
         one, or naming the same response from another instrumentation), with the minute of each: one query,
         reading only the rows stored around the batch's span times (migration 070's projection). The keys travel
@@ -416,13 +308,13 @@ class Pipeline:
         if not batch:
             return []
         # (comprehensions rather than one loop: this runs over every row of every batch)
-        spans = [r[_SPAN] for r in batch]
-        parents = [r[_PARENT] for r in batch if r[_PARENT]]
-        traces = {r[_TRACE] for r in batch}
-        longest = int(max(r[_DURATION] for r in batch) * 1e6)
-        ranges = time_ranges(sorted(r[_TS] for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
+        spans = [r.span_id for r in batch]
+        parents = [r.parent_span_id for r in batch if r.parent_span_id]
+        traces = {r.trace_id for r in batch}
+        longest = int(max(r.duration_ms for r in batch) * 1e6)
+        ranges = time_ranges(sorted(r.timestamp for r in batch), TWIN_SLACK_NS, longest + TWIN_SLACK_NS)
         scopes: dict[str, set[str]] = {}
-        for rid, scope in {(r[_RESPONSE_ID], r[_SCOPE]) for r in batch if r[_RESPONSE_ID]}:
+        for rid, scope in {(r.response_id, r.scope_name) for r in batch if r.response_id}:
             scopes.setdefault(rid, set()).add(scope)
         # A response named in the batch by one instrumentation only: its stored spans from that same one are
         # other calls (or the same spans, found by their keys), so they are not read.
@@ -436,7 +328,7 @@ class Pipeline:
             found = [f for f in found if f[0] in traces or f[3] in scopes]
             if not found:
                 return []
-            keys = {r[_TRACE] + r[_SPAN] for r in batch}
+            keys = {r.trace_id + r.span_id for r in batch}
             if all(trace + span in keys for trace, span, *_ in found):
                 return [(CallSummary(0, 0.0, trace, span, parent, scope, "", rid, "", False, 0, 0, 0, 0), 0)
                         for trace, span, parent, rid, scope in found]
@@ -445,8 +337,8 @@ class Pipeline:
                                       {"keys": HexList(sorted({span for _, span in wanted}))}).rows
             detail = [r for r in detail if (r[2], r[3]) in wanted]
         except Exception as exc:
-            self.stats_.add(insert_errors=1)
-            self.stats_.set(store_down=True)
+            self.counters.add(insert_errors=1)
+            self.counters.set(store_down=True)
             raise StoreUnavailable(str(exc).strip()) from exc
         return [(CallSummary(*r[:14]), r[14]) for r in detail]
 
@@ -467,8 +359,8 @@ class Pipeline:
                 "AND has({keys:Array(String)}, concat(trace_id, span_id))",
                 {"lo": lo, "hi": hi, "keys": keys})
         except Exception as exc:
-            self.stats_.add(insert_errors=1)
-            self.stats_.set(store_down=True)
+            self.counters.add(insert_errors=1)
+            self.counters.set(store_down=True)
             raise StoreUnavailable(str(exc).strip()) from exc
         logger.info("replaced %d stored span(s) by a truer span of the same call", len(keys))
 
@@ -480,14 +372,14 @@ class Pipeline:
             self.store.insert(SPANS_TABLE, rows, COLUMNS, dedup_token=dedup_token, distinct_keys=True)
         except Exception as exc:
             if store_is_down(exc):
-                self.stats_.add(insert_errors=1)
-                self.stats_.set(store_down=True)
+                self.counters.add(insert_errors=1)
+                self.counters.set(store_down=True)
                 raise StoreUnavailable(str(exc).strip()) from exc
-            self.stats_.add(inserts_refused=1)
+            self.counters.add(inserts_refused=1)
             raise RowsRefused(f"{type(exc).__name__}: {str(exc).strip()}"[:2000]) from exc
-        self.stats_.insert_latency((time.perf_counter() - started) * 1000)
-        self.stats_.add(insert_batches=1, spans_stored=len(rows))
-        self.stats_.set(store_down=False)
+        self.counters.insert_latency((time.perf_counter() - started) * 1000)
+        self.counters.add(insert_batches=1, spans_stored=len(rows))
+        self.counters.set(store_down=False)
 
     def write_batch(self, rows: list[tuple], dedup_token: str | None = None) -> list[DeadLetter]:
         """Inserts rows (in parts of at most MAX_PARTITIONS_PER_INSERT months); the rows the store refuses are
@@ -526,7 +418,7 @@ class Pipeline:
             return
         state["refused_alone"] += 1
         if not state["stored"] and state["refused_alone"] >= REFUSED_ALONE_BEFORE_RETRY:
-            self.stats_.set(store_down=True)
+            self.counters.set(store_down=True)
             raise StoreUnavailable(f"the store refuses every row, one at a time: {refused}") from refused
         values = rows[0]
         dead.append(DeadLetter(values[2], values[3], f"refused by the store: {refused}", row_text(values)))
@@ -540,20 +432,10 @@ class Pipeline:
             self.store.insert(DEAD_LETTERS_TABLE, rows, DEAD_LETTER_COLUMNS,
                               dedup_token=dedup_token and dedup_token + ":dead")
         except Exception as exc:
-            self.stats_.add(insert_errors=1)
-            self.stats_.set(store_down=True)
+            self.counters.add(insert_errors=1)
+            self.counters.set(store_down=True)
             raise StoreUnavailable(f"cannot store dead letters: {exc}") from exc
-        self.stats_.add(spans_dead_lettered=len(letters))
-
-    def accept(self, request: ExportTraceServiceRequest) -> Outcome:
-        """Synchronous path (no spool): normalize, price and insert one request now."""
-        dead: list[DeadLetter] = []
-        rows, _ = self.rows_for(request, dead=dead)
-        if rows:
-            dead += self.write_batch(rows)
-        self.write_dead_letters(dead)
-        stored = len(rows) - sum(1 for d in dead if d.reason.startswith("refused by the store"))
-        return Outcome(received=len(rows), stored=stored)
+        self.counters.add(spans_dead_lettered=len(letters))
 
     def warm_up(self, limit: int = 200_000) -> int:
         """Remembers the spans stored in the last minutes (by any earlier collector process), so that an
@@ -570,236 +452,3 @@ class Pipeline:
         with self.lock:
             self.recent.remember_keys(keys)
         return len(result.rows)
-
-    def stats(self) -> dict[str, Any]:
-        return self.stats_.snapshot()
-
-
-class Loader(threading.Thread):
-    """Spool -> store, in order, in batches; the only thread that writes spans to the store.
-
-    Supervised: an unexpected error is logged and the loader starts again from the spool checkpoint (as after a
-    restart of the collector), after a pause that doubles up to `max_retry_seconds`. `progress_at` is when it
-    last stored a batch or had caught up with the spool: `stalled()` is what health and the receivers look at."""
-
-    def __init__(self, pipeline: Pipeline, spool: Spool, batch_rows: int = 50_000, batch_seconds: float = 1.0,
-                 retry_seconds: float = 0.5, max_retry_seconds: float = 5.0) -> None:
-        super().__init__(name="llmcost-loader", daemon=True)
-        self.pipeline = pipeline
-        self.spool = spool
-        self.batch_rows = batch_rows
-        self.batch_seconds = batch_seconds
-        self.retry_seconds = retry_seconds
-        self.max_retry_seconds = max_retry_seconds
-        self.stopping = threading.Event()
-        self.drain_deadline = 0.0
-        self.position = spool.committed
-        self.failed: BaseException | None = None
-        self.last_error = ""
-        self.spool_failing = ""  # why the last checkpoint write failed, while it does
-        self.collects = False
-        self.collected_at = self.full_collected_at = time.monotonic()
-        self.progress_at = time.monotonic()
-
-    def stalled(self, seconds: float) -> bool:
-        """Whether the loader has had work (spooled data not stored) and neither stored a batch nor caught up for
-        `seconds`, other than because the store is down (which health reports on its own)."""
-        return (time.monotonic() - self.progress_at > seconds and self.spool.backlog > 0
-                and not self.pipeline.stats_.values["store_down"])
-
-    # The batch being built: rows, dead letters, and the spool range [start, end) they came from.
-    def _new_batch(self) -> None:
-        self.rows: list[tuple] = []
-        self.dead: list[DeadLetter] = []
-        self.skipped: list[tuple[str, str]] = []
-        self.records = 0
-        self.start = self.end = self.position
-        self.first_at = 0.0
-
-    def run(self) -> None:
-        # What is alive by now (modules, the price catalog, the servers) lives as long as the process: frozen out
-        # of the garbage collector's view, so that the collections the per-span garbage triggers do not walk it
-        # each time (a full collection of it costs tens of ms).
-        gc.freeze()
-        # And collected when no batch is alive: right after each insert (and once a second when idle), rather
-        # than every 700 allocations (the default), when a collection walks the batch being built, row by row,
-        # and again in each older generation it is promoted to (about 1 µs per span). The automatic
-        # collections stay, rarely, as a backstop (a loader waiting on a down store makes no collections).
-        threshold, *older = gc.get_threshold()
-        self.collects = bool(threshold)  # (0: the application turned automatic collection off)
-        if self.collects:
-            gc.set_threshold(max(threshold, 100_000), *older)
-        delay = self.retry_seconds
-        try:
-            while True:
-                try:
-                    self._run()
-                    return
-                except Exception as exc:  # a bug or an unforeseen failure: never a silent dead thread
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    self.pipeline.stats_.add(loader_restarts=1)
-                    logger.exception("loader failed; starting again from the spool checkpoint in %.1fs "
-                                     "(spooled spans stay in the spool)", delay)
-                    if self.stopping.wait(delay):
-                        return
-                    delay = min(delay * 2, self.max_retry_seconds)
-                    self._restart()
-        except BaseException as exc:  # never silently: the spool keeps the data for the next start
-            self.failed = exc
-            logger.exception("loader stopped: spooled spans stay in the spool until the next start")
-        finally:
-            if self.collects:
-                gc.set_threshold(threshold, *older)
-
-    def _restart(self) -> None:
-        """As after a collector restart: read from the checkpoint again (replaying the batch in flight, if one
-        was), with the memory of recent calls rebuilt from the store (the rows of the batch given up were
-        remembered as stored)."""
-        self.position = self.spool.committed
-        with self.pipeline.lock:
-            self.pipeline.recent = RecentCalls(self.pipeline.recent.capacity)
-        self.pipeline.warm_up()
-
-    def _run(self) -> None:
-        if self.spool.inflight:
-            start, end, skipped = self.spool.inflight
-            logger.info("spool: re-sending the batch that was being inserted at the last stop [%d, %d)", start, end)
-            # Exactly the rows of the first attempt, with its token: if that insert reached the table (or only
-            # the table and not the rollup), the table drops the block and the rollup gets it at most once.
-            self.position = start
-            self._new_batch()
-            replay_recent, skip = RecentCalls(), {tuple(key) for key in skipped}
-            for offset, record_end, payload in self.spool.read(start, max_bytes=1 << 62, until=end):
-                self._add(offset, payload, record_end, replay_recent, skip)
-            self.end = end
-            with self.pipeline.lock:
-                self.pipeline.recent.remember_keys(replay_recent.all_keys())
-            if not self._flush(replay=True):
-                return
-        self._new_batch()
-        while True:
-            stopping = self.stopping.is_set()
-            for offset, record_end, payload in self.spool.read(self.position):
-                self._add(offset, payload, record_end)
-                if len(self.rows) >= self.batch_rows:
-                    if not self._flush():
-                        return
-            caught_up = self.position >= self.spool.synced
-            if self.end > self.start and (stopping or time.monotonic() - self.first_at >= self.batch_seconds):
-                if not self._flush():
-                    return
-                continue
-            if stopping and caught_up:
-                return
-            timeout = self.batch_seconds if self.end == self.start else \
-                max(self.first_at + self.batch_seconds - time.monotonic(), 0.001)
-            if caught_up:
-                self.progress_at = time.monotonic()
-                if self.end == self.start:
-                    self._collect_garbage(due_only=True)
-                self.spool.wait(self.position, min(timeout, 0.5))
-
-    def _add(self, offset: int, payload: bytes, record_end: int, recent: RecentCalls | None = None,
-             skip: set | None = None) -> None:
-        if LOADER_FAIL_FILE and os.path.exists(LOADER_FAIL_FILE):
-            raise RuntimeError(f"loader failure (fault injection: {LOADER_FAIL_FILE} exists)")
-        if self.end == self.start:
-            self.first_at = time.monotonic()
-        try:
-            rows, skipped = self.pipeline.rows_for(payload, recent, skip, dead=self.dead)
-        except Exception as exc:  # a record no span can be read from: set aside whole, never a stalled loader
-            logger.exception("spool record at offset %d cannot be read: set aside as a dead letter", offset)
-            rows, skipped = [], []
-            self.dead.append(DeadLetter("", "", f"unreadable spool record at offset {offset}: "
-                                                f"{type(exc).__name__}: {exc}", request_text(payload)))
-        self.rows.extend(rows)
-        self.skipped.extend(skipped)
-        self.records += 1
-        self.end = self.position = record_end
-
-    def _flush(self, replay: bool = False) -> bool:
-        """Stores the batch (retrying while the store is down), its dead letters, and advances the checkpoint.
-        False if stopping gave up on a down store or an unwritable spool (the batch stays in the spool). The
-        batch is first settled against the store (`Pipeline.settle`), and what that leaves out is recorded with
-        the batch's range, so that a `replay` rebuilds exactly the rows of the first attempt."""
-        if self.rows or self.dead:
-            token = self.spool.token(self.start, self.end)
-            settled = replay
-            if replay and not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
-                return False
-            delay = self.retry_seconds
-            while True:
-                try:
-                    if not settled:
-                        self.rows, left_out = self.pipeline.settle(self.rows)
-                        self.skipped.extend(left_out)
-                        settled = True
-                        if not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
-                            return False
-                    refused = self.pipeline.write_batch(self.rows, token) if self.rows else []
-                    self.pipeline.write_dead_letters(self.dead + refused, token)
-                    if CRASH_AFTER_INSERT_FILE and os.path.exists(CRASH_AFTER_INSERT_FILE):
-                        os._exit(137)  # test hook: die between the insert and the checkpoint
-                    break
-                except StoreUnavailable as exc:
-                    if self.stopping.is_set() and time.monotonic() >= self.drain_deadline:
-                        logger.warning("stopping with the store down: %d spooled bytes kept for the next start",
-                                       self.spool.backlog)
-                        return False
-                    logger.warning("store write failed (%s); retrying in %.1fs, spooling meanwhile", exc, delay)
-                    self.progress_at = time.monotonic()  # waiting for the store (health says so), not stalled
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.max_retry_seconds)
-            letters = self.dead + refused
-            if letters:  # once per batch, after they are stored (not at each retry)
-                logger.warning("set aside %d spans as dead letters (table %s), first: %s %s: %s", len(letters),
-                               DEAD_LETTERS_TABLE, letters[0].trace_id, letters[0].span_id, letters[0].reason)
-        if not self._spool_write(lambda: self.spool.commit(self.end, self.records)):
-            return False
-        self.progress_at = time.monotonic()
-        self._new_batch()
-        self._collect_garbage()
-        return True
-
-    def _spool_write(self, write) -> bool:
-        """Runs a checkpoint write, retrying while it fails (a disk briefly full); meanwhile health says so and
-        the receivers, whose appends fail too, push back. False if stopping gave up."""
-        delay = self.retry_seconds
-        while True:
-            try:
-                write()
-                if self.spool_failing:
-                    logger.info("spool checkpoint written again")
-                    self.spool_failing = ""
-                return True
-            except OSError as exc:
-                self.pipeline.stats_.add(spool_write_errors=1)
-                if not self.spool_failing:
-                    logger.error("spool checkpoint write failed (%s); retrying", exc)
-                self.spool_failing = str(exc)
-                if self.stopping.is_set() and time.monotonic() >= self.drain_deadline:
-                    return False
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_retry_seconds)
-
-    def _collect_garbage(self, due_only: bool = False) -> None:
-        """A young collection (see run), and a full one every GC_FULL_SECONDS; with `due_only`, only if the
-        last was a second ago or more."""
-        if not self.collects:
-            return
-        now = time.monotonic()
-        if due_only and now < self.collected_at + 1.0:
-            return
-        full = now >= self.full_collected_at + GC_FULL_SECONDS
-        gc.collect(2 if full else 1)
-        self.collected_at = now
-        if full:
-            self.full_collected_at = now
-
-    def stop(self, drain_seconds: float = 10.0) -> None:
-        """Stores what is spooled (for up to `drain_seconds` if the store is down) and stops."""
-        self.drain_deadline = time.monotonic() + drain_seconds
-        self.stopping.set()
-        with self.spool.synced_changed:
-            self.spool.synced_changed.notify_all()
-        self.join(timeout=drain_seconds + 30)

@@ -9,27 +9,36 @@ stored `unpriced` with its cost in the note, never as a NULL cost marked `priced
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 
 from .. import names
 from .normalize import Call
 from .pricing import Price
+from .records import by_keyword
 
-COLUMNS = (
-    "timestamp", "duration_ms", "trace_id", "span_id", "parent_span_id", "service_name", "span_name",
-    "scope_name", "provider", "operation", "request_model", "response_model", "response_id", "status_code",
-    "error_type", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-    "cost_usd", "input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd",
-    "cache_savings_usd", "price_status", "price_note", "price_source", "priced_model", "project", "feature",
-    "user_id", "attributes", "resource_json", "prefix_hash", "prefix_length", "cache_hit_kind",
-    "app_cache_savings_usd", "input_audio_tokens", "output_audio_tokens", "input_image_tokens", "output_image_tokens",
-    "request_fees_usd",
-)
+_Amount = Decimal | None  # (None: not priced)
+# A row of `llm_spans`: its fields are the columns the collector inserts, in order (timestamp in ns). Built by
+# keyword (`records.by_keyword`), inserted as the tuple it is.
+Row = NamedTuple("Row", [
+    ("timestamp", int), ("duration_ms", float), ("trace_id", str), ("span_id", str), ("parent_span_id", str),
+    ("service_name", str), ("span_name", str), ("scope_name", str), ("provider", str), ("operation", str),
+    ("request_model", str), ("response_model", str), ("response_id", str), ("status_code", str), ("error_type", str),
+    ("input_tokens", int), ("output_tokens", int), ("cache_read_tokens", int), ("cache_write_tokens", int),
+    ("reasoning_tokens", int), ("cost_usd", _Amount), ("input_cost_usd", _Amount), ("cache_read_cost_usd", _Amount),
+    ("cache_write_cost_usd", _Amount), ("output_cost_usd", _Amount), ("cache_savings_usd", _Amount),
+    ("price_status", str), ("price_note", str), ("price_source", str), ("priced_model", str), ("project", str),
+    ("feature", str), ("user_id", str), ("attributes", dict[str, str]), ("resource_json", str), ("prefix_hash", str),
+    ("prefix_length", int), ("cache_hit_kind", str), ("app_cache_savings_usd", _Amount), ("input_audio_tokens", int),
+    ("output_audio_tokens", int), ("input_image_tokens", int), ("output_image_tokens", int),
+    ("request_fees_usd", _Amount),
+])
+
+COLUMNS = Row._fields
 
 _ZERO = Decimal(0)
 NANO = Decimal("1e-9")
 # Decimal(18, 9) holds amounts below $1e9: the smallest amount that rounds to $1e9 does not fit.
 STORABLE_LIMIT = Decimal("999999999.9999999995")
-_UNPRICED = (None,) * 7
 
 
 def stored(amount: Decimal | None) -> Decimal | None:
@@ -48,7 +57,8 @@ def too_large_note(amount: Decimal | None) -> str:
             "stored as unpriced; check the span's usage")
 
 
-def row(call: Call, price: Price) -> tuple:
+@by_keyword(Row)
+def row(call: Call, price: Price) -> Row:
     if call.cache_hit_kind:
         return cache_hit_row(call, price)
     if not call.has_usage:
@@ -69,37 +79,48 @@ def row(call: Call, price: Price) -> tuple:
     usage = call.usage
     if usage.compaction_input_tokens or usage.compaction_output_tokens:
         # Compaction iterations are billed tokens of the call too: counted in (`stored_usage` takes them out).
-        tokens = (usage.input_tokens + usage.compaction_input_tokens, usage.output_tokens + usage.compaction_output_tokens,
-                  usage.cache_read_tokens + usage.compaction_cache_read_tokens,
-                  usage.cache_write_tokens + usage.compaction_cache_write_tokens)
+        input_tokens = usage.input_tokens + usage.compaction_input_tokens
+        output_tokens = usage.output_tokens + usage.compaction_output_tokens
+        cache_read_tokens = usage.cache_read_tokens + usage.compaction_cache_read_tokens
+        cache_write_tokens = usage.cache_write_tokens + usage.compaction_cache_write_tokens
     else:
-        tokens = usage[:4]  # input, output, cache read, cache write
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = usage[:4]
     priced = status == "priced" or status == "estimated"
     if priced:
         # (`stored`, written out: once per span; a zero, as most cache and fee parts are, needs no rounding)
         q, even = NANO, ROUND_HALF_EVEN
         cache_read, cache_write, savings, fees = price.cache_read, price.cache_write, price.cache_savings, price.fees
-        amounts = (price.total.quantize(q, even), price.input.quantize(q, even),
-                   cache_read.quantize(q, even) if cache_read else cache_read,
-                   cache_write.quantize(q, even) if cache_write else cache_write, price.output.quantize(q, even),
-                   savings.quantize(q, even) if savings else savings, fees.quantize(q, even) if fees else fees)
+        cost, input_cost, output_cost = price.total.quantize(q, even), price.input.quantize(q, even), \
+            price.output.quantize(q, even)
+        cache_read_cost = cache_read.quantize(q, even) if cache_read else cache_read
+        cache_write_cost = cache_write.quantize(q, even) if cache_write else cache_write
+        savings = savings.quantize(q, even) if savings else savings
+        fees = fees.quantize(q, even) if fees else fees
     else:
-        amounts = _UNPRICED
-    return (
-        call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
-        call.service_name, call.span_name, call.scope_name, call.provider, call.operation,
-        call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
-        *tokens, usage.reasoning_tokens,
-        *amounts[:6],
-        status, note, price.source if priced else "", price.model_id if priced else "",
-        call.project, call.feature, call.user_id, call.attributes, call.resource_json,
-        call.prefix_hash, call.prefix_length, "", None,
-        usage.input_audio_tokens, usage.output_audio_tokens, usage.input_image_tokens, usage.output_image_tokens,
-        amounts[6],
+        cost = input_cost = output_cost = cache_read_cost = cache_write_cost = savings = fees = None
+    return Row(
+        timestamp=call.timestamp_ns, duration_ms=call.duration_ms, trace_id=call.trace_id, span_id=call.span_id,
+        parent_span_id=call.parent_span_id, service_name=call.service_name, span_name=call.span_name,
+        scope_name=call.scope_name, provider=call.provider, operation=call.operation,
+        request_model=call.request_model, response_model=call.response_model, response_id=call.response_id,
+        status_code=call.status_code, error_type=call.error_type,
+        input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens, reasoning_tokens=usage.reasoning_tokens,
+        cost_usd=cost, input_cost_usd=input_cost, cache_read_cost_usd=cache_read_cost,
+        cache_write_cost_usd=cache_write_cost, output_cost_usd=output_cost, cache_savings_usd=savings,
+        price_status=status, price_note=note, price_source=price.source if priced else "",
+        priced_model=price.model_id if priced else "",
+        project=call.project, feature=call.feature, user_id=call.user_id, attributes=call.attributes,
+        resource_json=call.resource_json, prefix_hash=call.prefix_hash, prefix_length=call.prefix_length,
+        cache_hit_kind="", app_cache_savings_usd=None,
+        input_audio_tokens=usage.input_audio_tokens, output_audio_tokens=usage.output_audio_tokens,
+        input_image_tokens=usage.input_image_tokens, output_image_tokens=usage.output_image_tokens,
+        request_fees_usd=fees,
     )
 
 
-def cache_hit_row(call: Call, price: Price) -> tuple:
+@by_keyword(Row)
+def cache_hit_row(call: Call, price: Price) -> Row:
     """An application-level cache hit: no call was made, so no tokens and a cost of exactly 0 (known, not
     missing); what the avoided call would have cost (its usage priced like any call) is the savings, NULL
     with the reason in the note when that model has no price."""
@@ -117,14 +138,19 @@ def cache_hit_row(call: Call, price: Price) -> tuple:
         savings, source, model_id = None, "", ""
     if call.notes:
         note = "; ".join([note, *call.notes])
-    return (
-        call.timestamp_ns, call.duration_ms, call.trace_id, call.span_id, call.parent_span_id,
-        call.service_name, call.span_name, call.scope_name, call.provider, call.operation or "cache_hit",
-        call.request_model, call.response_model, call.response_id, call.status_code, call.error_type,
-        0, 0, 0, 0, 0,
-        _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, None,
-        "priced", note, source, model_id,
-        call.project, call.feature, call.user_id, call.attributes, call.resource_json,
-        call.prefix_hash, call.prefix_length, call.cache_hit_kind, savings,
-        0, 0, 0, 0, _ZERO,
+    return Row(
+        timestamp=call.timestamp_ns, duration_ms=call.duration_ms, trace_id=call.trace_id, span_id=call.span_id,
+        parent_span_id=call.parent_span_id, service_name=call.service_name, span_name=call.span_name,
+        scope_name=call.scope_name, provider=call.provider, operation=call.operation or "cache_hit",
+        request_model=call.request_model, response_model=call.response_model, response_id=call.response_id,
+        status_code=call.status_code, error_type=call.error_type,
+        input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0, reasoning_tokens=0,
+        cost_usd=_ZERO, input_cost_usd=_ZERO, cache_read_cost_usd=_ZERO, cache_write_cost_usd=_ZERO,
+        output_cost_usd=_ZERO, cache_savings_usd=None,
+        price_status="priced", price_note=note, price_source=source, priced_model=model_id,
+        project=call.project, feature=call.feature, user_id=call.user_id, attributes=call.attributes,
+        resource_json=call.resource_json, prefix_hash=call.prefix_hash, prefix_length=call.prefix_length,
+        cache_hit_kind=call.cache_hit_kind, app_cache_savings_usd=savings,
+        input_audio_tokens=0, output_audio_tokens=0, input_image_tokens=0, output_image_tokens=0,
+        request_fees_usd=_ZERO,
     )

@@ -1,7 +1,7 @@
 """The spool: a local append-only log of accepted OTLP export requests, the collector's write-ahead log.
 
 Every accepted request is appended here and fsync'd before it is acknowledged; the loader
-(`pipeline.Loader`) reads it in order and writes it to the store in batches. Positions are global byte
+(`loader.Loader`) reads it in order and writes it to the store in batches. Positions are global byte
 offsets; a segment file is named after the offset of its first byte, so reading offset `p` opens the segment
 with the largest name <= p.
 
