@@ -57,6 +57,16 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
     return None
 
 
+def _missing_module(exc: BaseException) -> ModuleNotFoundError | None:
+    """The missing module of an extra behind `exc` (itself or what caused it), or None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ModuleNotFoundError) and missing_extra(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 # -- engine errors ------------------------------------------------------------------------------------------
 
 _ENGINE = re.compile(r"Code:\s*(\d+)\.\s*DB::Exception:\s*(.*?)(?:\s*\(([A-Z_]+)\))?(?:\s*\(version [^)]*\))?\s*$",
@@ -178,7 +188,10 @@ def explain(exc: BaseException) -> tuple[str, str | None, int]:
         return exc.message, exc.hint, exc.exit_code
     if isinstance(exc, argparse.ArgumentTypeError):
         return str(exc), None, EXIT_USAGE
-    if isinstance(exc, StoreError):
+    missing = _missing_module(exc)
+    if missing is not None:  # (also under a StoreError: opening a store imports its client)
+        exc = missing
+    elif isinstance(exc, StoreError):
         return _store_error(str(exc))
     if isinstance(exc, ModuleNotFoundError):
         install = missing_extra(exc)

@@ -15,6 +15,8 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from otel_llmcost import cli, names
+from otel_llmcost.alerts.dashboards import PANELS, VARIABLES, dashboards
+from otel_llmcost.alerts.macros import ALL, expand
 from otel_llmcost.levers import MONTH_SECONDS, usage_groups
 from otel_llmcost.levers import per_month as monthly
 from otel_llmcost.levers.savings import Finder
@@ -207,6 +209,20 @@ def test_savings_command_formats(seeded, collector, capsys):
                            "WHERE computed_at = (SELECT max(computed_at) FROM llm_savings)")
     assert sorted((r["kind"], r["feature"], r["usd"]) for r in rows) == sorted(
         (f["kind"], f["feature"], f["monthly_savings_usd"].rstrip("0").rstrip(".")) for f in saved)
+    # the overview dashboard's panel: the latest run, largest first, the dashboard's variables applied
+    now = datetime.now(timezone.utc)
+    panel = PANELS["Savings found (latest savings run)"]
+    every = {v: ALL for v in VARIABLES}
+    shown = collector.query(expand(panel.sql, now - timedelta(hours=1), now, 60, every))
+    amounts = [Decimal(str(r["monthly_savings_usd"])) for r in shown]
+    assert amounts == sorted(amounts, reverse=True)
+    assert sorted((r["kind"], r["feature"], amount) for r, amount in zip(shown, amounts)) == sorted(
+        (f["kind"], f["feature"], Decimal(f["monthly_savings_usd"])) for f in saved)
+    assert all(r["query"] for r in shown)
+    [shipped] = [p for p in dashboards()["llmcost-overview"]["panels"] if p["title"] == panel.title]
+    assert "savings --save" in shipped["fieldConfig"]["defaults"]["noValue"]  # an empty table says what to run
+    digest = collector.query(expand(panel.sql, now - timedelta(hours=1), now, 60, {**every, "feature": ["digest"]}))
+    assert digest and {r["feature"] for r in digest} == {"digest"}
     assert cli.main(["savings", "--store", collector.store_url, "--show-queries"]) == 0
     table = capsys.readouterr().out
     assert table.index("batch") < table.index("-- the query behind finding")

@@ -142,6 +142,17 @@ GROUP BY user_id"""
 
 _BY_KEY = ("service_name", "project", "feature", "provider", "model")
 
+# The findings of the latest `otel-llmcost savings --save` run (llm_savings, migration 101), whatever the
+# dashboard's range: a run looks back over its own window (`since_seconds`), and an older run's findings
+# would be counted again next to the newer one's.
+SAVINGS = f"""SELECT kind, service_name, project, feature, provider, model, monthly_savings_usd, estimate, detail,
+    query, computed_at, intDiv(since_seconds, 86400) AS window_days
+FROM llm_savings
+WHERE computed_at = (SELECT max(computed_at) FROM llm_savings)
+  AND {F}
+ORDER BY monthly_savings_usd DESC
+LIMIT 100"""
+
 
 @dataclass
 class PanelSpec:
@@ -155,6 +166,7 @@ class PanelSpec:
     height: int = 8
     description: str = ""
     overrides: dict[str, str] = field(default_factory=dict)  # column -> unit
+    no_value: str = ""  # what the panel says when its query returns nothing
 
 
 PANELS: dict[str, PanelSpec] = {p.title: p for p in [
@@ -271,6 +283,14 @@ ORDER BY spend_usd DESC""", width=24, height=10,
                          "estimated_calls": "short", "cache_hit_rate": "percentunit", "app_cache_hits": "short"},
               description="spend_usd leaves out calls_without_cost (unpriced or without usage); rough_missing_usd "
                           "is a rough figure for them."),
+    PanelSpec(19, "Savings found (latest savings run)", "table", SAVINGS, width=24, height=9,
+              overrides={"window_days": "d", "computed_at": "dateTimeAsIso"},
+              description="What `otel-llmcost savings --save` found on this team's own traffic, in dollars per "
+                          "month, largest first, with the query behind each figure: uncached repeated prompt "
+                          "prefixes, prompt-cache hit drops, batch candidates, premium models for short outputs "
+                          "(an estimate), output caps. Run it daily (cron or a systemd timer); the panel shows the "
+                          "latest run, whatever the time range.",
+              no_value="No savings run stored yet: run `otel-llmcost savings --save` (daily, from cron)"),
     PanelSpec(18, "Most expensive calls", "table", f"""SELECT timestamp, service_name, project, feature, user_id,
     provider, {SPAN_MODEL} AS model,
     input_tokens, cache_read_tokens, output_tokens, cost_usd, price_status, price_note, trace_id, span_id
@@ -290,7 +310,7 @@ OVERVIEW = [
     "Spend by provider", "Spend by model", "Spend by service", "Spend by feature",
     "Month over month", "Cost per request by model", "Top 10 features by cost", "Top users",
     "Share of spend of the top 20% of users", "Prompt-cache hit rate", "Saved by caching",
-    "Unpriced calls, errors, tokens per minute",
+    "Unpriced calls, errors, tokens per minute", "Savings found (latest savings run)",
 ]
 DRILLDOWN = [
     "Spend in range", "Spend today vs daily budget", "Month to date, projected month end vs budget",
@@ -331,6 +351,8 @@ def panel(spec: PanelSpec, grid: dict[str, int]) -> dict[str, Any]:
     }
     if spec.description:
         out["description"] = spec.description
+    if spec.no_value:
+        out["fieldConfig"]["defaults"]["noValue"] = spec.no_value
     if spec.kind == "stat":
         out["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "values": False, "fields": "/.*/"},
                           "graphMode": "none", "colorMode": "value", "textMode": "auto"}
