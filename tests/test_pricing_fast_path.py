@@ -71,7 +71,8 @@ def test_the_fast_path_prices_every_usage_as_the_reference_and_genai_prices():
         (5000, 100, 1000, 2000, 500) + (0,) * 11,                          # 5-minute and 1-hour writes
         (300, 50, 0, 0, 0, 0, 3) + (0,) * 9,                               # web searches
         (100, 10, 200) + (0,) * 13,                                        # cache reads above the input: refused
-    ]
+    ] + [(at, 1000, 1000, 0, 0) + (0,) * 11 for threshold in (128_000, 200_000, 272_000)
+         for at in (threshold - 1, threshold, threshold + 1)]                # at each long-context threshold
     checked = refused = 0
     for provider, model, context in MODELS:
         price = model_price(provider, model, context)
