@@ -32,7 +32,7 @@ from decimal import Decimal, localcontext
 from typing import Any, TextIO
 
 from .collector import normalize
-from .collector.pricing import Price, PriceCatalog, PricedUsage
+from .collector.pricing import Price, PriceCatalog
 from .collector.rows import COLUMNS, row as make_row
 from .store import RemoteStore, open_store, quote_identifier
 
@@ -80,23 +80,12 @@ def nano_string(value: Decimal | None) -> str:
     return format(Decimal(nanos).scaleb(-9), "f")
 
 
-def usage_of_row(record: dict) -> PricedUsage:
-    """The usage the collector priced, from the stored columns and attributes."""
-    attributes = record["attributes"] or {}
-    notes: list[str] = []
-    if record["cache_hit_kind"]:
-        return PricedUsage(
-            input_tokens=normalize.token_count(attributes, (normalize.names.CACHE_HIT_INPUT_TOKENS,), notes),
-            output_tokens=normalize.token_count(attributes, (normalize.names.CACHE_HIT_OUTPUT_TOKENS,), notes))
-    return normalize.stored_usage(record)
-
-
 def new_values(record: dict, catalog: PriceCatalog) -> dict[str, Any] | None:
     """The price and text columns of a stored row priced again; None for a row without usage."""
     if record["price_status"] == "no_usage":
         return None
     attributes = record["attributes"] or {}
-    usage = usage_of_row(record)
+    usage = normalize.stored_usage(record)
     model = record["response_model"] or record["request_model"]
     tier = normalize.stored_service_tier(attributes)
     price: Price = catalog.price(record["provider"], model, record["ts"], usage, tier or None)

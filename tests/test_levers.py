@@ -36,7 +36,7 @@ DIGEST = dict(project="ops", feature="digest", provider="anthropic", model="clau
 RUNAWAY = 5
 
 
-def _span(i: int, spec: dict, start: datetime, output: int, user: str, prefix: bool):
+def _span(i: int, spec: dict, start: datetime, output: int, user: str, prefix: bool, extra: dict | None = None):
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -51,6 +51,7 @@ def _span(i: int, spec: dict, start: datetime, output: int, user: str, prefix: b
         attributes[names.USER_ID] = user
     if prefix:
         attributes.update({names.PREFIX_HASH: "f" * 16, names.PREFIX_LENGTH: PREFIX_TOKENS * 4})
+    attributes.update(extra or {})
     start_ns = int(start.timestamp() * 1e9)
     context = SpanContext(trace_id=(hash(spec["feature"]) & (2**64 - 1)) << 64 | i + 1, span_id=i + 1,
                           is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
@@ -118,6 +119,26 @@ def test_savings_findings_match_genai_prices(seeded):
     savings = [f.monthly_savings_usd for f in finder.find()]
     assert savings == sorted(savings, reverse=True)
     assert all("llm_spans" in f.query and "{" not in f.query for f in finder.find())
+
+
+def test_usage_groups_read_the_service_tier_under_each_of_the_collector_s_spellings(collector):
+    """The levers' SQL takes its list of service-tier attributes from the collector (`SERVICE_TIER_KEYS`)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from otel_llmcost.collector.normalize import SERVICE_TIER_KEYS
+    from otel_llmcost.levers import usage_groups
+
+    start = NOW - timedelta(hours=1)
+    spans = [_span(3000 + i, dict(FAQ, feature=f"tier-{i}"), start, 10, "u", False, {key: f"flex-{i}"})
+             for i, key in enumerate(SERVICE_TIER_KEYS)]
+    before = collector.query("SELECT count() AS n FROM llm_spans")[0]["n"]
+    assert OTLPSpanExporter(endpoint=collector.http_endpoint + "/v1/traces").export(spans).name == "SUCCESS"
+    collector.wait_for_rows(before + len(spans), timeout=60)
+    store = RemoteStore(collector.store_url, collector.http_endpoint)
+    groups, query = usage_groups(store, 30 * 86_400)
+    tiers = {g.feature: g.service_tier for g in groups if g.feature.startswith("tier-")}
+    assert tiers == {f"tier-{i}": f"flex-{i}" for i in range(len(SERVICE_TIER_KEYS))}
+    assert all(f"'{key}'" in query for key in SERVICE_TIER_KEYS) and "{" not in query
 
 
 def test_savings_finds_an_uncached_prefix(collector):

@@ -5,6 +5,7 @@ model names that today's tools get wrong; application-level cache hits; the pric
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -146,7 +147,9 @@ def test_a_warm_look_up_does_not_ask_genai_prices_again(monkeypatch):
         raise AssertionError("genai-prices was asked again")
 
     monkeypatch.setattr(catalog.snapshot, "find_provider_model", forbidden)
-    monkeypatch.setattr(price_types, "_compute_registry_priced_counts", forbidden)
+    from otel_llmcost.collector import fast_pricing
+
+    monkeypatch.setattr(fast_pricing, "compute_leaf_values", forbidden)
     monkeypatch.setattr(price_types.ModelInfo, "get_prices", forbidden)
     second = catalog.price("openai", "gpt-4o-mini-2024-07-18", at + 10**9, PricedUsage(2000, 10, cache_read_tokens=512))
     monkeypatch.undo()
@@ -536,34 +539,15 @@ def test_encoded_attribute_decoder_reads_every_value_kind_as_the_message_does():
     assert want[-1].usage.input_tokens == 7 and want[-1].attributes == {"x.other": "b"}
 
 
-# -- genai-prices' private functions pricing.py relies on, and the public-API fallback --------------------------
-
-
-def test_the_private_genai_prices_functions_pricing_uses_still_behave_as_expected():
-    """pricing.Plan reads genai-prices' unit registry and leaf computation (private, for speed). If this fails,
-    genai-prices changed them: pricing falls back to `PublicPlan` (public API, slower); update `Plan`."""
-    from otel_llmcost.collector import pricing
-
-    assert pricing._get_registry is not None, "genai-prices no longer has units._get_registry"
-    model_price = calc_price(Usage(input_tokens=1), "claude-sonnet-4-5", provider_id="anthropic",
-                             genai_request_timestamp=when(ns("2026-11-20T12:00:00"))).model_price
-    resolved = pricing._collect_resolved_model_prices(model_price, pricing._get_registry())
-    assert {unit.usage_key for unit, _ in resolved} >= {"input_tokens", "output_tokens", "cache_read_tokens",
-                                                         "cache_write_tokens", "cache_write_1h_tokens"}
-    counts = pricing._compute_registry_priced_counts(resolved, Usage(
-        input_tokens=5000, output_tokens=100, cache_read_tokens=1000, cache_write_tokens=2000, cache_write_1h_tokens=500))
-    assert {k: counts[k] for k in ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-                                   "output_tokens")} == {"input_tokens": 2000, "cache_read_tokens": 1000,
-                                                         "cache_write_tokens": 1500, "cache_write_1h_tokens": 500,
-                                                         "output_tokens": 100}
-    assert isinstance(pricing.new_plan(model_price), pricing.Plan)
+# -- the fast path's fallback to genai-prices' public API ---------------------------------------------------
 
 
 def test_the_public_api_fallback_prices_exactly_the_same(monkeypatch):
     from otel_llmcost.collector import pricing
 
     fast = PriceCatalog(price_file=None)
-    monkeypatch.setattr(pricing, "_get_registry", None)  # as if genai-prices had dropped its private functions
+    # As if genai-prices had dropped a function the fast path imports: importing it fails.
+    monkeypatch.setitem(sys.modules, "otel_llmcost.collector.fast_pricing", None)
     public = PriceCatalog(price_file=None)
     checked = 0
     for (provider, model), usage, tier in itertools.product(MODELS, USAGES, [None, "flex", "batch"]):

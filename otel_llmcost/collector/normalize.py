@@ -557,9 +557,12 @@ def service_tier_of(facts: dict[str, Any]) -> str:
 def stored_usage(record: dict[str, Any]) -> PricedUsage:
     """The usage the collector priced, from a stored row's columns (`input_tokens`, ..., `output_image_tokens`)
     and `attributes` (which keep the rest): what reprice prices again. The token columns count compaction
-    iterations in; the usage keeps them apart."""
+    iterations in; the usage keeps them apart. An application cache hit's usage is the avoided call's."""
     attributes = record.get("attributes") or {}
     notes: list[str] = []
+    if record.get("cache_hit_kind"):
+        return PricedUsage(input_tokens=token_count(attributes, FACT_SPELLINGS["cache_hit_input"], notes),
+                           output_tokens=token_count(attributes, FACT_SPELLINGS["cache_hit_output"], notes))
     facts = {fact: count_of(value, notes) for fact, (keys, _) in MODALITY_FACTS.items()
              if (value := first(attributes, keys)) is not None}
     for fact, column in (("input_audio", "input_audio_tokens"), ("output_audio", "output_audio_tokens"),

@@ -29,12 +29,9 @@ price variant for that tier when the model has one in force at the call's time. 
 - `priority` (and unknown tiers): the standard price, and `price_note` says no tier price was known.
 
 Speed. Matching a model reference and selecting its prices are done once per (provider, model, tier, UTC
-day) (per minute for the few models priced by time of day). For each resolved price the leaf counts
-genai-prices derives from a usage (uncached input = input - cache reads - cache writes, and so on) are a
-linear function of the usage; the integer coefficients are derived once, from genai-prices itself, so a
-warm price look-up is a few integer sums and one Decimal multiply-divide per priced unit, identical to
-genai-prices' own arithmetic. Results are also memoized per usage. Anything the fast path cannot vouch for
-(a negative leaf, a usage pattern genai-prices rejects) goes through genai-prices itself.
+day) (per minute for the few models priced by time of day). Each resolved price is priced by
+`fast_pricing.FastPlan` (integer coefficients derived from genai-prices, identical arithmetic), whose plain
+reference, and fallback, is `PublicPlan` below.
 """
 
 from __future__ import annotations
@@ -51,13 +48,6 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices import types as price_types
 
-try:  # genai-prices' own unit tables and leaf computation: private, so `new_plan` falls back to the public API
-    # when they are gone or fail (tests/test_pricing.py checks that they still behave as `Plan` expects)
-    from genai_prices.units import _get_registry
-    _collect_resolved_model_prices = price_types._collect_resolved_model_prices
-    _compute_registry_priced_counts = price_types._compute_registry_priced_counts
-except (ImportError, AttributeError):  # pragma: no cover - another genai-prices
-    _get_registry = None
 
 from ..hosts import SELF_HOSTED, is_self_hosted
 from .price_overrides import Discount, PriceFile, load_price_file
@@ -120,15 +110,12 @@ _ZERO = Decimal(0)
 _DAY_NS = 86_400 * 10**9
 _MINUTE_NS = 60 * 10**9
 
-# The usage fields we price, in the order of `PricedUsage.values()`, with genai-prices' usage keys.
+# The usage fields we price, in `PricedUsage`'s order, with genai-prices' usage keys.
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
               "output_reasoning_tokens", "web_searches", "input_audio_tokens", "cache_audio_read_tokens",
               "output_audio_tokens", "input_image_tokens", "cache_image_read_tokens", "output_image_tokens",
               "input_video_tokens", "output_video_tokens", "storage_searches")
 PRICED_FIELDS = len(USAGE_KEYS)  # the fields after them are compaction iterations, priced as a usage of their own
-# Values from which the linear coefficients are derived: valid for every pattern (1h writes within writes, audio
-# cache reads within cache reads and audio input, ...).
-_BASE = (10**9, 10**9, 10**6, 10**6, 10**5, 10**6, 10, 10**6, 10**4, 10**6, 10**6, 10**4, 10**6, 10**6, 10**6, 10)
 
 # Bedrock model ids: [region.]anthropic.claude-...-v1:0
 _BEDROCK = re.compile(r"^(?:(?:us|eu|apac|ap|global|us-gov|ca|jp|au)\.)?(anthropic|meta|amazon|mistral|cohere|ai21|"
@@ -163,8 +150,9 @@ class PricedUsage(NamedTuple):
     compaction_cache_read_tokens: int = 0
     compaction_cache_write_tokens: int = 0
 
-    def values(self) -> tuple[int, ...]:
-        return self
+    def priced_fields(self) -> tuple[int, ...]:
+        """The fields priced under genai-prices' usage keys (`USAGE_KEYS`), in their order."""
+        return self[:PRICED_FIELDS]
 
     def compaction(self) -> tuple[int, ...] | None:
         """The compaction iterations' usage as values to price, or None."""
@@ -224,173 +212,8 @@ def added(price: Price, more: Price) -> Price:
                    cache_savings=plus(price.cache_savings, more.cache_savings), fees=plus(price.fees, more.fees))
 
 
-def _part(unit: Any) -> int:
-    """Which part a priced unit's amount goes to: 0 input, 1 cache read, 2 cache write, 3 output,
-    4 the total only (per-request fees, such as web searches)."""
-    key = unit.usage_key
-    if key.startswith("cache_"):
-        return 1 if "_read" in key else 2
-    direction = unit.dimensions.get("direction")
-    if direction in ("input", "output") and not key.startswith(("web_", "requests")):
-        return 0 if direction == "input" else 3
-    return 4
-
-
-def _exact_rate(price: Decimal, per: int) -> Decimal | None:
-    rate = price / per
-    return rate if rate * per == price else None
-
-
-def _rates(price: Any, per: int) -> tuple[tuple[int, Decimal], ...] | None:
-    """(threshold, price / per) pairs, highest threshold first, ending with the base price at -1: the first whose
-    threshold the call's input exceeds applies (calc_unit_price's tier rule). None when a division is not exact
-    (then genai-prices' own arithmetic is used)."""
-    if type(price) is Decimal:
-        pairs = [(-1, price)]
-    elif isinstance(price, price_types.TieredPrices):
-        pairs = [(tier.start, tier.price) for tier in reversed(price.tiers)] + [(-1, price.base)]
-    else:
-        return None
-    rates = []
-    for threshold, value in pairs:
-        rate = _exact_rate(value, per) if type(value) is Decimal else None
-        if rate is None:
-            return None
-        rates.append((threshold, rate))
-    return tuple(rates)
-
-
-class Plan:
-    """One resolved `ModelPrice`, ready to price usages fast and exactly like genai-prices."""
-
-    __slots__ = ("model_price", "resolved", "tiered", "input_price", "input_rates", "units", "patterns", "memo")
-
-    MEMO_SIZE = 8192
-
-    def __init__(self, model_price: Any) -> None:
-        registry = _get_registry()  # the same unit tables calc_price uses
-        self.model_price = model_price
-        self.resolved = _collect_resolved_model_prices(model_price, registry)
-        self.tiered = any(isinstance(price, price_types.TieredPrices) for _, price in self.resolved)
-        self.input_price = getattr(model_price, "input_mtok", None)
-        self.input_rates = _rates(self.input_price, 1_000_000) if self.input_price is not None else None
-        # (usage_key, price, per, part, rates) of each priced unit, in genai-prices' order (the total's order);
-        # rates: price / per of each tier when exact (then rate * count == price * count / per, the same number).
-        self.units = tuple((unit.usage_key, price, unit.per, _part(unit), _rates(price, unit.per))
-                           for unit, price in self.resolved)
-        self.patterns: dict[tuple[bool, ...], tuple | None] = {}
-        self.memo: dict[tuple[int, ...], Price] = {}
-
-    # -- the slow, reference path: genai-prices itself --------------------------------------------------
-
-    def counts(self, values: tuple[int, ...]) -> dict[str, Any]:
-        usage = Usage(**{key: value for key, value in zip(USAGE_KEYS, values) if value})
-        return _compute_registry_priced_counts(self.resolved, usage)
-
-    # -- the fast path -----------------------------------------------------------------------------------
-
-    def _matrix(self, pattern: tuple[bool, ...]) -> tuple | None:
-        """For usages whose non-zero fields are `pattern` (a flag per field): each unit's leaf count as integer
-        coefficients of the usage fields; None when genai-prices must be asked each time."""
-        present = [i for i, nonzero in enumerate(pattern) if nonzero]
-        base = [(_BASE[i] if i in present else 0) for i in range(len(USAGE_KEYS))]
-        try:
-            at_base = self.counts(tuple(base))
-            steps = {}
-            for i in present:
-                bumped = list(base)
-                bumped[i] += 1
-                steps[i] = self.counts(tuple(bumped))
-            doubled = self.counts(tuple(2 * v for v in base))
-        except ValueError:
-            return None
-        rows = []
-        for key, *_ in self.units:
-            if key == "requests":
-                rows.append(None)  # one request per call
-                continue
-            terms = tuple((i, steps[i][key] - at_base[key]) for i in present if steps[i][key] != at_base[key])
-            if any(not isinstance(c, int) for _, c in terms):
-                return None
-            linear = sum(c * base[i] for i, c in terms)
-            if linear != at_base[key] or 2 * linear != doubled[key]:
-                return None  # not linear after all: leave it to genai-prices
-            rows.append(terms)
-        return tuple(rows)
-
-    def leaf_counts(self, values: tuple[int, ...], requests: int = 1) -> list[int] | None:
-        pattern = tuple(map(bool, values))
-        try:
-            rows = self.patterns[pattern]
-        except KeyError:
-            rows = self.patterns[pattern] = self._matrix(pattern)
-        if rows is None:
-            return None
-        out = []
-        for terms in rows:
-            if terms is None:
-                out.append(requests)
-                continue
-            n = 0
-            for i, c in terms:
-                n += c * values[i]
-            if n < 0:
-                return None  # genai-prices rejects this usage: let it say why
-            out.append(n)
-        return out
-
-    def price(self, values: tuple[int, ...], source: str, model_id: str, requests: int = 1) -> Price:
-        """`requests`: how many per-call fees apply (0 for the compaction iterations of a call already counted)."""
-        memo = requests == 1
-        cached = self.memo.get(values) if memo else None
-        if cached is not None and cached.source == source and cached.model_id == model_id:
-            return cached
-        counts = self.leaf_counts(values, requests)
-        if counts is None:
-            try:
-                by_key = self.counts(values)
-            except ValueError as exc:  # e.g. cache reads larger than the input: odd usage, say so
-                return unpriced(f"invalid usage: {exc}")
-            counts = [requests if unit[0] == "requests" else by_key.get(unit[0]) for unit in self.units]
-        total_input = values[0] if self.tiered else 0
-        parts = [_ZERO, _ZERO, _ZERO, _ZERO, _ZERO]  # input, cache read, cache write, output, fees
-        total = _ZERO
-        for (_, price, per, part, rates), count in zip(self.units, counts):
-            if not count:
-                continue  # genai-prices adds a zero here
-            if rates is not None:
-                for threshold, rate in rates:
-                    if total_input > threshold:
-                        break
-                amount = rate * count
-            elif price is None:
-                continue
-            else:
-                amount = price_types.calc_unit_price(price, count, total_input, per)
-            total += amount
-            parts[part] += amount
-        savings = None
-        if values[2] and self.input_price is not None:
-            if self.input_rates is not None:
-                for threshold, rate in self.input_rates:
-                    if total_input > threshold:
-                        break
-                as_uncached = rate * values[2]
-            else:
-                as_uncached = price_types.calc_unit_price(self.input_price, values[2], total_input, 1_000_000)
-            savings = as_uncached - parts[1]
-        result = Price("priced", total=total, input=parts[0], cache_read=parts[1], cache_write=parts[2],
-                       output=parts[3], cache_savings=savings,
-                       source=source, model_id=model_id, fees=parts[4])
-        if memo:
-            if len(self.memo) >= self.MEMO_SIZE:
-                self.memo.clear()
-            self.memo[values] = result
-        return result
-
-
 def _price_key_part(price_key: str) -> int:
-    """`_part` of a price key, by its name (input_mtok, cache_audio_read_mtok, web_searches_kcount, ...)."""
+    """Which part a price goes to, by its key (input_mtok, cache_audio_read_mtok, web_searches_kcount, ...)."""
     if price_key.startswith("cache_"):
         return 1 if "_read" in price_key else 2
     if price_key.startswith(("input_", "output_")):
@@ -399,10 +222,12 @@ def _price_key_part(price_key: str) -> int:
 
 
 class PublicPlan:
-    """A `Plan` through genai-prices' public API only (`ModelPrice.calc_price`), for when the private functions
-    `Plan` uses are gone or fail: each part is the total of a copy of the prices with the other parts' prices
-    set to zero (a zero price keeps its unit, so the usage splits into the same leaves). Slower, memoized."""
+    """Prices a usage through genai-prices' public API only (`ModelPrice.calc_price`): the reference of
+    `fast_pricing.FastPlan`, and what prices when that cannot be built. Each part is the total of a copy of the
+    prices with the other parts' prices set to zero (a zero price keeps its unit, so the usage splits into the
+    same leaves). Slower, memoized."""
 
+    MEMO_SIZE = 8192
     __slots__ = ("model_price", "parts", "request_fee", "input_price", "memo")
 
     def __init__(self, model_price: Any) -> None:
@@ -437,20 +262,22 @@ class PublicPlan:
         result = Price("priced", total=sum(amounts, _ZERO), input=amounts[0], cache_read=amounts[1],
                        cache_write=amounts[2], output=amounts[3], cache_savings=savings, source=source,
                        model_id=model_id, fees=amounts[4])
-        if len(self.memo) >= Plan.MEMO_SIZE:
+        if len(self.memo) >= self.MEMO_SIZE:
             self.memo.clear()
         self.memo[(values, requests)] = result
         return result
 
 
-def new_plan(model_price: Any) -> Plan | PublicPlan:
-    """The fast `Plan`, or the public-API `PublicPlan` when genai-prices' private functions are gone or fail."""
-    if _get_registry is not None:
-        try:
-            return Plan(model_price)
-        except Exception:  # a changed private API: never stop pricing over it
-            logger.warning("genai-prices %s: its private unit functions changed; pricing through its public API "
-                           "(slower)", genai_prices.__version__, exc_info=True)
+def new_plan(model_price: Any) -> Any:
+    """The fast plan (`fast_pricing.FastPlan`), or the public-API `PublicPlan` when the fast one cannot be built
+    (a genai-prices whose unit functions changed)."""
+    try:
+        from .fast_pricing import FastPlan  # (imported here: it builds on this module's records)
+
+        return FastPlan(model_price)
+    except Exception:  # a changed genai-prices API: never stop pricing over it
+        logger.warning("genai-prices %s: the fast pricing path failed; pricing through its public API "
+                       "(slower)", genai_prices.__version__, exc_info=True)
     return PublicPlan(model_price)
 
 
@@ -500,7 +327,7 @@ class _Target:
 class _Resolved:
     """A target at one time: the plan to use and what to say about it."""
 
-    plan: Plan | PublicPlan | None
+    plan: Any
     source: str
     model_id: str
     note: str = ""
@@ -510,7 +337,7 @@ class _Resolved:
     def price(self, usage: PricedUsage) -> Price:
         if self.plan is None:
             return unpriced(self.reason)
-        price = self.plan.price(usage.values()[:PRICED_FIELDS], self.source, self.model_id)
+        price = self.plan.price(usage.priced_fields(), self.source, self.model_id)
         if price.status != "priced":
             return price
         if usage[16] or usage[17]:  # compaction input or output tokens
@@ -543,7 +370,7 @@ class PriceCatalog:
         self._entries: dict[tuple[str | None, str], _Entry | str] = {}
         self._targets: dict[tuple[str, str, str], _Target] = {}
         self._resolved: dict[tuple, _Resolved] = {}
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: dict[tuple, Any] = {}
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -654,7 +481,7 @@ class PriceCatalog:
             granularity = min([granularity] + [c.granularity for c in custom] + [d.granularity for d in discounts])
         return _Target(provider_name, model, tier, custom, entry, reason, discounts, granularity, speed)
 
-    def _plan(self, model_price: Any) -> Plan | PublicPlan:
+    def _plan(self, model_price: Any) -> Any:
         key = tuple((k, id(v)) for k, v in model_price.__dict__.items())
         plan = self._plans.get(key)
         if plan is None:

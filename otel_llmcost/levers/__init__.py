@@ -15,23 +15,32 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ..collector import normalize
+
 HERE = Path(__file__).resolve().parent
 MONTH_SECONDS = 30 * 86_400
 NANO = Decimal("1e-9")
 
-_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
+_PARAMETER = re.compile(r"\{(\w+):([\w()]+)\}")
 
 
 def sql(name: str) -> str:
     return (HERE / f"{name}.sql").read_text()
 
 
-def runnable(text: str, parameters: dict[str, int]) -> str:
-    """The query with its (numeric) parameters written in, so that it can be pasted into `otel-llmcost sql`."""
-    return _PARAMETER.sub(lambda m: str(int(parameters[m.group(1)])), text).strip()
+def literal(value: Any) -> str:
+    """A parameter as a ClickHouse literal: a number, or an array of strings."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in value) + "]"
+    return str(int(value))
 
 
-def rows_of(store, name: str, parameters: dict[str, int]) -> tuple[list[dict[str, Any]], str]:
+def runnable(text: str, parameters: dict[str, Any]) -> str:
+    """The query with its parameters written in, so that it can be pasted into `otel-llmcost sql`."""
+    return _PARAMETER.sub(lambda m: literal(parameters[m.group(1)]), text).strip()
+
+
+def rows_of(store, name: str, parameters: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The rows of one SQL file as dicts, and the query that made them."""
     text = sql(name)
     result = store.query(text, parameters)
@@ -98,7 +107,8 @@ class UsageGroup:
 
 
 def usage_groups(store, seconds: int) -> tuple[list[UsageGroup], str]:
-    rows, query = rows_of(store, "usage_by_feature", {"seconds": seconds})
+    rows, query = rows_of(store, "usage_by_feature",
+                          {"seconds": seconds, "service_tier_keys": list(normalize.SERVICE_TIER_KEYS)})
     return [UsageGroup.from_row(row) for row in rows], query
 
 

@@ -1,16 +1,16 @@
 -- What each feature used of each model over the window, in groups that price alike: a catalog's long-context
 -- tier applies per call by its input size, so calls are grouped by the tier threshold they cross, and a group's
 -- summed usage prices exactly as its calls one by one. Application-level cache hits made no call: left out.
+-- service_tier_keys: the attributes that name the service tier, the collector's own list
+-- (`normalize.SERVICE_TIER_KEYS`), the first one set wins.
 SELECT
     service_name,
     project,
     feature,
     provider,
     if(response_model != '', response_model, request_model) AS model,
-    arrayFirst(t -> t != '', [attributes['llmcost.response.service_tier'],
-                              attributes['gen_ai.openai.response.service_tier'],
-                              attributes['openai.response.service_tier'],
-                              attributes['anthropic.response.service_tier'], '']) AS service_tier,
+    arrayFirst(t -> t != '', arrayPushBack(arrayMap(k -> attributes[k], {service_tier_keys:Array(String)}), ''))
+        AS service_tier,
     multiIf(s.input_tokens > 272000, 272000, s.input_tokens > 200000, 200000, s.input_tokens > 128000, 128000, 0) AS tier_floor,
     count() AS calls,
     countIf(price_status != 'priced') AS unknown_calls,
