@@ -306,10 +306,17 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=os.environ.get("OTEL_LLMCOST_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for flag, path in (("--tls-cert", args.tls_cert or os.environ.get("OTEL_LLMCOST_TLS_CERT")),
-                       ("--tls-key", args.tls_key or os.environ.get("OTEL_LLMCOST_TLS_KEY"))):
-        if path and not os.path.isfile(path):
-            raise UserError(f"{flag} {path}: no such file", "give the path of a PEM file")
+    from .collector import ConfigError, Options
+
+    try:  # refuse a bad setting before waiting for ports or the store
+        options = Options.with_overrides(
+            cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
+            max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            forward_endpoint=args.forward_endpoint, retention_days=retention,
+            keep_attributes=args.keep_attributes, clickhouse_port=args.clickhouse_port,
+            allow_unauthenticated=args.allow_unauthenticated or None)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
     check_port_free(args.host, args.http_port, "the OTLP/HTTP", "--http-port")
     check_port_free(args.host, args.grpc_port, "the OTLP/gRPC", "--grpc-port", http=False)
     url = resolve_url(args.store)
@@ -318,15 +325,9 @@ def cmd_collector(args: argparse.Namespace) -> int:
         refuse_store_in_use(directory)
     else:
         wait_for_server(url, args.store_wait)
-    from .collector import ConfigError
-
     try:
         run(url, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN") or None,
-            cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
-            max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            forward_endpoint=args.forward_endpoint, retention_days=retention,
-            keep_attributes=args.keep_attributes, clickhouse_port=args.clickhouse_port,
-            allow_unauthenticated=args.allow_unauthenticated or None)
+            options=options)
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
     except (OSError, RuntimeError) as exc:
