@@ -362,7 +362,7 @@ class Store:
         """Inserts column data (never SQL built from values). With `dedup_token`, a block inserted again with
         the same token is dropped, by the table and by the materialized views fed from it. `distinct_keys`:
         the caller vouches that no two rows share a sorting key, so the engine's merge of the block on insert
-        (a no-op then, but a sort and a pass, about 2 µs per row on llm_spans) is skipped."""
+        (a no-op then, but a sort and a pass over every row) is skipped."""
         settings: dict[str, Any] = {}
         if dedup_token:
             settings = {"insert_deduplication_token": dedup_token,
