@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
+from .durations import parse_duration
 from .errors import EXIT_FAILURE, INSTALL_COLLECTOR, UserError, debug_requested, missing_extra, \
     native_stderr_captured, redact_url, report
 from .store import ENDPOINT_FILE, QueryResult, StoreError, chdb_dir, collector_alive, encode_value, open_store, \
@@ -111,15 +112,15 @@ REPORT_COLUMNS = ("provider", "model", "calls", "input_tokens", "cached_tokens",
                   "cost_usd", "unpriced_calls", "failed_calls")
 
 
-def parse_duration(text: str) -> int:
-    """`90s`, `15m`, `24h`, `7d` -> seconds."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d)")
-    number, unit = int(match.group(1)), match.group(2) or "s"
-    if number == 0:
+def duration_arg(text: str) -> int:
+    """A `--since`-like flag: a duration longer than 0, in seconds."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds == 0:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (it must be longer than 0, e.g. 24h)")
-    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return seconds
 
 
 def format_value(value: Any) -> str:
@@ -203,7 +204,7 @@ def open_existing_store(url: str | None):
 
 
 def wait_seconds(text: str) -> int:
-    return 0 if text.strip() in ("0", "0s") else parse_duration(text)
+    return 0 if text.strip() in ("0", "0s") else duration_arg(text)
 
 
 def port_number(text: str) -> int:
@@ -305,10 +306,17 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=os.environ.get("OTEL_LLMCOST_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for flag, path in (("--tls-cert", args.tls_cert or os.environ.get("OTEL_LLMCOST_TLS_CERT")),
-                       ("--tls-key", args.tls_key or os.environ.get("OTEL_LLMCOST_TLS_KEY"))):
-        if path and not os.path.isfile(path):
-            raise UserError(f"{flag} {path}: no such file", "give the path of a PEM file")
+    from .collector import ConfigError, Options
+
+    try:  # refuse a bad setting before waiting for ports or the store
+        options = Options.with_overrides(
+            cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
+            max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            forward_endpoint=args.forward_endpoint, retention_days=retention,
+            keep_attributes=args.keep_attributes, clickhouse_port=args.clickhouse_port,
+            allow_unauthenticated=args.allow_unauthenticated or None)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
     check_port_free(args.host, args.http_port, "the OTLP/HTTP", "--http-port")
     check_port_free(args.host, args.grpc_port, "the OTLP/gRPC", "--grpc-port", http=False)
     url = resolve_url(args.store)
@@ -317,15 +325,9 @@ def cmd_collector(args: argparse.Namespace) -> int:
         refuse_store_in_use(directory)
     else:
         wait_for_server(url, args.store_wait)
-    from .collector import ConfigError
-
     try:
         run(url, args.host, args.http_port, args.grpc_port, os.environ.get("OTEL_LLMCOST_AUTH_TOKEN") or None,
-            cluster=args.cluster, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
-            max_request_bytes=args.max_request_bytes, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            forward_endpoint=args.forward_endpoint, retention_days=retention,
-            keep_attributes=args.keep_attributes, clickhouse_port=args.clickhouse_port,
-            allow_unauthenticated=args.allow_unauthenticated or None)
+            options=options)
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
     except (OSError, RuntimeError) as exc:
@@ -578,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             existing_store(args.store)
         if getattr(args, "since", None) is not None:
             args.since_text = args.since
-            args.since = parse_duration(args.since)
+            args.since = duration_arg(args.since)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

@@ -265,11 +265,9 @@ def schema_ddl(cluster: str | None = None) -> list[str]:
 # Session settings for every query the store runs.
 # - FINAL merges a row's versions only within its partition: in every table here, rows that share a sorting key
 #   share a partition (llm_spans: the key holds toStartOfHour(timestamp), the partition is the month), so skipping
-#   the cross-partition merge is exact, and a partition that is one merged part is read without merging at all
-#   (a 24-hour FINAL query at 10M spans: 12 ms instead of 140).
-# - No JIT compilation of expressions: compiling (on an expression's third use) took 150-250 ms of one
-#   evaluation of an alert rule, which made the rules' p95, and compiled code gained at most 8% even on scans
-#   of all 10M spans of the benchmark's store (BENCHMARKS.md).
+#   the cross-partition merge is exact, and a partition that is one merged part is read without merging at all.
+# - No JIT compilation of expressions: compiling (on an expression's third use) costs one evaluation of an
+#   alert rule more than the compiled code ever saves (BENCHMARKS.md has the figures).
 SESSION_SETTINGS = {"do_not_merge_across_partitions_select_final": 1, "compile_expressions": 0,
                     "compile_aggregate_expressions": 0, "compile_sort_description": 0}
 
@@ -362,7 +360,7 @@ class Store:
         """Inserts column data (never SQL built from values). With `dedup_token`, a block inserted again with
         the same token is dropped, by the table and by the materialized views fed from it. `distinct_keys`:
         the caller vouches that no two rows share a sorting key, so the engine's merge of the block on insert
-        (a no-op then, but a sort and a pass, about 2 µs per row on llm_spans) is skipped."""
+        (a no-op then, but a sort and a pass over every row) is skipped."""
         settings: dict[str, Any] = {}
         if dedup_token:
             settings = {"insert_deduplication_token": dedup_token,
@@ -396,7 +394,7 @@ class Store:
     def _column_types(self, table: str, column_names: tuple[str, ...]) -> tuple[list[Any], list[int]]:
         """The types the columns are sent as, asked once per table (the client would ask before every insert),
         and which columns go as text. Decimals do: the client's Decimal writer turns each value into text and
-        back into a Decimal before scaling it (about 0.3 µs a value, seven per span), while ClickHouse reads a
+        back into a Decimal before scaling it (BENCHMARKS.md), while ClickHouse reads a
         decimal's text exactly, casting it to the column's type as it reads the block."""
         cached = self._types.get((table, column_names))
         if cached is None:

@@ -149,6 +149,25 @@ MISTAKES = [
     Mistake("collector --tls-cert missing", ["collector", "--store", "{missing}", "--tls-cert", "/nonexistent/cert.pem",
                                              "--http-port", "0", "--grpc-port", "0"], 2, r"--tls-cert .* no such file",
             absent="{missing}"),
+    # collector settings, refused before anything is created (Options.validate)
+    Mistake("collector OTEL_LLMCOST_BATCH_ROWS not a number", ["collector", "--store", "{missing}"], 2,
+            r"OTEL_LLMCOST_BATCH_ROWS='abc' is not a whole number", env={"OTEL_LLMCOST_BATCH_ROWS": "abc"},
+            absent="{missing}"),
+    Mistake("collector --spool-max-bytes 0", ["collector", "--store", "{missing}", "--spool-max-bytes", "0"], 2,
+            r"--spool-max-bytes \(OTEL_LLMCOST_SPOOL_MAX_BYTES\) 0: must be a whole number greater than 0",
+            absent="{missing}"),
+    Mistake("collector OTEL_LLMCOST_BATCH_SECONDS negative", ["collector", "--store", "{missing}"], 2,
+            r"OTEL_LLMCOST_BATCH_SECONDS -1.0: must be a number of seconds greater than 0",
+            env={"OTEL_LLMCOST_BATCH_SECONDS": "-1"}, absent="{missing}"),
+    Mistake("collector --clickhouse-port 70000", ["collector", "--store", "{missing}", "--clickhouse-port", "70000"], 2,
+            r"--clickhouse-port \(OTEL_LLMCOST_CLICKHOUSE_PORT\) 70000: not a port", absent="{missing}"),
+    Mistake("collector --tls-key without --tls-cert", ["collector", "--store", "{missing}", "--tls-key", "{bad_prices}"],
+            2, r"--tls-key \(OTEL_LLMCOST_TLS_KEY\) is set but --tls-cert \(OTEL_LLMCOST_TLS_CERT\) is not",
+            absent="{missing}"),
+    Mistake("collector --forward-endpoint not a URL", ["collector", "--store", "{missing}", "--forward-endpoint",
+                                                       "127.0.0.1:4318"], 2,
+            r"--forward-endpoint \(OTEL_LLMCOST_FORWARD_ENDPOINT\) '127.0.0.1:4318': not an OTLP/HTTP URL",
+            absent="{missing}"),
     Mistake("collector on a ClickHouse server that does not answer",
             ["collector", "--store", "clickhouse://u:secret@127.0.0.1:{busy_closed}/db", "--store-wait", "0"],
             1, r"cannot reach ClickHouse at 127.0.0.1:{busy_closed}"),
@@ -197,7 +216,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
 def test_mistake(mistake: Mistake, places) -> None:
     root, values = places
     env = dict(mistake.env)
-    if env:
+    if "LLMCOST_TEST_BLOCK" in env:
         env["PYTHONPATH"] = str(root / "blocker")
     done = run([arg.format(**values) for arg in mistake.argv], root, env)
     lines = [line for line in done.stderr.splitlines() if line.strip()]

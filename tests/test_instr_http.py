@@ -94,8 +94,12 @@ def test_non_llm_requests_are_left_alone(http, sandbox, spans):
     with http.Client() as client:
         client.get(sandbox.openai_base_url + "/chat/completions")
         client.post(sandbox.url + "/health", json={})
-    for span in spans.get_finished_spans():
-        assert names.OPERATION not in span.attributes
+    # Each request made its ordinary HTTP client span, with no GenAI or llmcost attribute added to it.
+    finished = [s for s in spans.get_finished_spans() if s.instrumentation_scope.name.startswith("opentelemetry.")]
+    assert sorted(s.attributes.get("http.request.method", s.attributes.get("http.method")) for s in finished) \
+        == ["GET", "POST"]
+    for span in finished:
+        assert not [key for key in span.attributes if key.startswith(("gen_ai.", "llmcost."))], span.attributes
 
 
 def test_a_call_through_an_instrumented_sdk_is_counted_once(http, sandbox, spans):

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from ..durations import parse_duration
+
 TO_TIME = "$__toTime"
 PARAM_RE = re.compile(r"\{(\w+):(\w+(?:\(\d+\))?)\}")
 PLACEHOLDER_RE = re.compile(r"\{(\w+)(?::([$nx%.]))?\}")
@@ -94,13 +96,6 @@ class Rule:
     @property
     def for_seconds(self) -> int:
         return parse_duration(self.for_)
-
-
-def parse_duration(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r}")
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
 def parse_rule(text: str, base: Rule | None = None) -> Rule:

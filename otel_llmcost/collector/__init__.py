@@ -12,6 +12,7 @@ import signal
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..retention import apply_retention, parse_retention
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
@@ -33,7 +34,11 @@ def _env(name: str, default, cast=str):
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
-    return cast(value.strip())
+    try:
+        return cast(value.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value.strip()!r} is not {KINDS.get(cast, 'valid')}"
+                          + (f": {exc}" if cast not in KINDS else "")) from None
 
 
 @dataclass
@@ -66,6 +71,84 @@ class Options:
     allow_unauthenticated: bool = field(default_factory=lambda: _env(
         "OTEL_LLMCOST_ALLOW_UNAUTHENTICATED", False, lambda v: v.lower() in ("1", "true", "yes")))
 
+    @classmethod
+    def with_overrides(cls, options: "Options | None" = None, **overrides) -> "Options":
+        """`options` (default: from the environment) with the given values (e.g. CLI flags; None keeps the
+        setting as it is), validated."""
+        options = options or cls()
+        for key, value in overrides.items():
+            if key not in {f.name for f in fields(cls)}:
+                raise TypeError(f"unknown collector option {key!r}")
+            if value is not None:
+                setattr(options, key, value)
+        if isinstance(options.keep_attributes, str):
+            options.keep_attributes = _globs(options.keep_attributes)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        """Refuse, before anything starts, a setting the collector could only fail on later (or worse, run
+        with): each ConfigError names the setting and its value."""
+        for name in ("spool_max_bytes", "max_request_bytes", "batch_rows", "retry_after", "forward_queue",
+                     "max_connections", "max_inflight_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{setting(name)} {value!r}: must be a whole number greater than 0")
+        for name in ("batch_seconds", "stall_seconds", "stats_log_seconds"):
+            value = getattr(self, name)
+            zero_ok = name == "stats_log_seconds"  # 0 turns the periodic stats line off
+            if not isinstance(value, (int, float)) or not (value >= 0 if zero_ok else value > 0) \
+                    or value != value or value == float("inf"):
+                raise ConfigError(f"{setting(name)} {value!r}: must be a number of seconds "
+                                  f"{'of 0 or more' if zero_ok else 'greater than 0'}")
+        if self.clickhouse_port is not None and not 0 <= self.clickhouse_port <= 65535:
+            raise ConfigError(f"{setting('clickhouse_port')} {self.clickhouse_port!r}: not a port "
+                              "(use 1-65535, or 0 to turn the ClickHouse HTTP interface off)")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ConfigError(f"{setting(name)} {path}: no such file, or not readable (give the path of a PEM file)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            given, missing = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+            raise ConfigError(f"{setting(given)} is set but {setting(missing)} is not: TLS needs the certificate "
+                              "and its key together")
+        if self.forward_endpoint:
+            parsed = urlparse(self.forward_endpoint)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ConfigError(f"{setting('forward_endpoint')} {self.forward_endpoint!r}: not an OTLP/HTTP URL "
+                                  "(use e.g. http://otel-collector:4318)")
+            try:
+                parsed.port
+            except ValueError:
+                raise ConfigError(f"{setting('forward_endpoint')} {self.forward_endpoint!r}: not a port in "
+                                  "the URL") from None
+
+
+# The variable (and the flag, where `otel-llmcost collector` has one) that sets each option.
+SETTINGS = {
+    "spool_dir": ("OTEL_LLMCOST_SPOOL_DIR", "--spool-dir"),
+    "spool_max_bytes": ("OTEL_LLMCOST_SPOOL_MAX_BYTES", "--spool-max-bytes"),
+    "max_request_bytes": ("OTEL_LLMCOST_MAX_REQUEST_BYTES", "--max-request-bytes"),
+    "batch_rows": ("OTEL_LLMCOST_BATCH_ROWS", None),
+    "batch_seconds": ("OTEL_LLMCOST_BATCH_SECONDS", None),
+    "retry_after": ("OTEL_LLMCOST_RETRY_AFTER_SECONDS", None),
+    "tls_cert": ("OTEL_LLMCOST_TLS_CERT", "--tls-cert"),
+    "tls_key": ("OTEL_LLMCOST_TLS_KEY", "--tls-key"),
+    "forward_endpoint": ("OTEL_LLMCOST_FORWARD_ENDPOINT", "--forward-endpoint"),
+    "forward_queue": ("OTEL_LLMCOST_FORWARD_QUEUE", None),
+    "stats_log_seconds": ("OTEL_LLMCOST_STATS_LOG_SECONDS", None),
+    "stall_seconds": ("OTEL_LLMCOST_STALL_SECONDS", None),
+    "clickhouse_port": ("OTEL_LLMCOST_CLICKHOUSE_PORT", "--clickhouse-port"),
+    "max_connections": ("OTEL_LLMCOST_MAX_CONNECTIONS", None),
+    "max_inflight_bytes": ("OTEL_LLMCOST_MAX_INFLIGHT_BYTES", None),
+}
+
+
+def setting(name: str) -> str:
+    """How a user names an option: `--flag (OTEL_LLMCOST_VAR)`, or the variable alone."""
+    variable, flag = SETTINGS[name]
+    return f"{flag} ({variable})" if flag else variable
+
 
 def _globs(text: str) -> list[str]:
     return [glob.strip() for glob in text.split(",") if glob.strip()]
@@ -73,6 +156,9 @@ def _globs(text: str) -> list[str]:
 
 class ConfigError(Exception):
     """Settings the collector refuses to start with; the message says why and what to do."""
+
+
+KINDS = {int: "a whole number", float: "a number"}
 
 
 DEFAULT_CLICKHOUSE_PORT = 8123
@@ -90,15 +176,8 @@ class Collector:
     def __init__(self, store_url: str | None = None, host: str = "127.0.0.1", http_port: int = 4318,
                  grpc_port: int = 4317, auth_token: str | None = None, options: Options | None = None,
                  **overrides) -> None:
-        self.options = options or Options()
-        for key, value in overrides.items():  # e.g. cluster=... from a CLI flag; None keeps the default
-            if key not in {f.name for f in fields(Options)}:
-                raise TypeError(f"unknown collector option {key!r}")
-            if value is not None:
-                setattr(self.options, key, value)
-        o = self.options
-        if isinstance(o.keep_attributes, str):
-            o.keep_attributes = _globs(o.keep_attributes)
+        # e.g. cluster=... from a CLI flag; None keeps the default
+        self.options = o = Options.with_overrides(options, **overrides)
         normalize.set_kept_attributes(o.keep_attributes)
         if not auth_token and not is_loopback_host(host) and not o.allow_unauthenticated:
             raise ConfigError(

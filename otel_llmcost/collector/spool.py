@@ -87,8 +87,6 @@ class Spool:
         self.synced_changed = threading.Condition()
         self._open_tail()
         self.synced = self.written
-        self.records_appended = 0
-        self.bytes_appended = 0
         self.pending_records = sum(1 for _ in self.read(self.committed, max_bytes=1 << 62, headers_only=True))
 
     # -- segments ---------------------------------------------------------------------------------
@@ -170,9 +168,7 @@ class Spool:
                 os.ftruncate(self.fd, self.written - self.segment_start)
                 raise
             self.written += len(record)
-            self.records_appended += 1
             self.pending_records += 1
-            self.bytes_appended += len(record)
             end = self.written
         self._sync(end)
         return end
