@@ -199,7 +199,7 @@ def test_periods_are_utc_whatever_the_servers_time_zone(store):
     engine) in any time zone, with Grafana's `$__toTime` (a DateTime in the server's zone) as the evaluation time:
     every rule, the budget status, the report and every dashboard panel give what they give in UTC. Kolkata is 5:30 ahead (its midnights
     and hours fall inside UTC hours), Los Angeles 8 hours behind."""
-    from otel_llmcost.alerts.dashboards import PANELS
+    from otel_llmcost.grafana.dashboards import PANELS
     from otel_llmcost.alerts.macros import ALL, expand
     from otel_llmcost.budgets import STATUS_SQL
     from otel_llmcost.cli import REPORT_SQL

@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from otel_llmcost.alerts import load_rules
-from otel_llmcost.alerts.dashboards import PANELS, dashboards
+from otel_llmcost.grafana.dashboards import PANELS, dashboards
+from otel_llmcost.levers.savings import Finder, save
 from otel_llmcost.alerts.macros import ALL, expand
-from otel_llmcost.alerts.grafana_ids import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID
-from otel_llmcost.alerts.provision import generated_files
+from otel_llmcost.grafana.ids import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID
+from otel_llmcost.grafana.provision import generated_files
 from otel_llmcost.budgets import set_budget
 from otel_llmcost.simulate import seed_store
 
@@ -35,6 +36,10 @@ def store(empty_store):
     seed_store(empty_store, 8, END, "spike")
     set_budget(empty_store, "all", None, "day", 50)
     set_budget(empty_store, "all", None, "month", 600)
+    # a savings run, as `otel-llmcost savings --save` stores it, for the savings panel
+    findings = Finder(empty_store, 30 * 86400).find()
+    assert findings
+    save(empty_store, findings, 30 * 86400)
     return empty_store
 
 

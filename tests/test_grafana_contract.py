@@ -33,10 +33,10 @@ import yaml
 from gotemplate import Renderer, TemplateError
 from otel_llmcost.alerts import format_money, load_rules, summarize
 from otel_llmcost.alerts.backtest import evaluate
-from otel_llmcost.alerts.dashboards import PANELS, VARIABLES, dashboards
-from otel_llmcost.alerts.grafana_ids import DATASOURCE_UID
+from otel_llmcost.grafana.dashboards import PANELS, VARIABLES, dashboards
+from otel_llmcost.grafana.ids import DATASOURCE_UID
 from otel_llmcost.alerts.macros import ALL, expand, js_replace_first, strip_comments
-from otel_llmcost.alerts.provision import RULE_PANELS
+from otel_llmcost.grafana.provision import RULE_PANELS
 from otel_llmcost.store import StoreError
 
 ROOT = Path(__file__).resolve().parents[1]

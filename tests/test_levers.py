@@ -15,7 +15,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from otel_llmcost import cli, names
-from otel_llmcost.alerts.dashboards import PANELS, VARIABLES, dashboards
+from otel_llmcost.grafana.dashboards import PANELS, VARIABLES, dashboards
 from otel_llmcost.alerts.macros import ALL, expand
 from otel_llmcost.levers import MONTH_SECONDS, usage_groups
 from otel_llmcost.levers import per_month as monthly

@@ -204,7 +204,7 @@ def format_money(value: float) -> str:
 
 
 def format_number(value: Any, fmt: str | None) -> str:
-    """The Python side of a summary placeholder format (the Go side is `go_placeholder` in provision.py)."""
+    """The Python side of a summary placeholder format (the Go side is `go_placeholder` in grafana/provision.py)."""
     if value is None:
         return ""
     if fmt == "$":

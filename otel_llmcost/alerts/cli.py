@@ -158,7 +158,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from .provision import write
+    from ..grafana.provision import write
 
     out = Path(args.out)
     written = write(out)

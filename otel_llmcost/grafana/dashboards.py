@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .grafana_ids import DATASOURCE, DRILLDOWN_UID, OVERVIEW_UID
+from .ids import DATASOURCE, DRILLDOWN_UID, OVERVIEW_UID
 
 FORMAT_TIMESERIES, FORMAT_TABLE = 0, 1
 VARIABLES = {  # variable -> column of llm_rollup_1m

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from . import PLACEHOLDER_RE, SCOPE_LABELS, Rule, load_rules, placeholder_formats
+from ..alerts import PLACEHOLDER_RE, SCOPE_LABELS, Rule, load_rules, placeholder_formats
 from .dashboards import PANELS, dashboard_files
-from .grafana_ids import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID, FOLDER, OVERVIEW_UID
+from .ids import DATASOURCE_TYPE, DATASOURCE_UID, DRILLDOWN_UID, FOLDER, OVERVIEW_UID
 
 GROUP = "llmcost"
 RULES_FILE = Path("provisioning/alerting/llmcost-rules.yaml")
