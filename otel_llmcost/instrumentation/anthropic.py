@@ -144,7 +144,7 @@ _USAGE_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_
 
 def _model_values(model: Any) -> dict[str, Any]:
     """A response model's fields as a dict. A `message_delta`'s usage model lacks some of the fields read, and
-    `getattr` of a field a pydantic model lacks raises inside (about 2 µs each): its `__dict__` (and the fields
+    `getattr` of a field a pydantic model lacks raises inside, per field: its `__dict__` (and the fields
     the SDK version does not know, which pydantic keeps apart) is read instead."""
     values = getattr(model, "__dict__", None)
     if type(values) is not dict:

@@ -64,7 +64,7 @@ def _provider_for_host(host: str, is_azure: bool, port: int | None = None) -> st
 # here, so its id is not reused.
 _provider_names: dict[int, tuple[Any, type, str]] = {}
 # Client class -> whether its `base_url` is the SDK's own getter, which returns `_base_url` as is: then that is
-# read directly (openai 3.x's getter imports a module on every read, about 1 µs). Any other class (`openai`'s
+# read directly (openai 3.x's getter imports a module on every read). Any other class (`openai`'s
 # module-level client, an app's subclass) is read through its property.
 _plain_base_url: dict[type, bool] = {}
 
