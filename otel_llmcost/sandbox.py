@@ -1,9 +1,10 @@
 """Local fake LLM provider for demos, load tests and dashboard rehearsal.
 
 Answers OpenAI (chat completions, responses, embeddings), Anthropic (messages) and, under the `/mistral`
-prefix, Mistral (chat, FIM, embeddings) requests with the providers' real wire shapes, so the real SDKs and anything instrumenting them work unchanged. Token
-counts are plausible estimates (about 4 characters per token), not a tokenizer: use the recordings
-under shared/recordings to prove correctness, and this to make traffic.
+prefix, Mistral (chat, FIM, embeddings) requests with the providers' real wire shapes, so the real SDKs and
+anything instrumenting them work unchanged. Token counts are plausible estimates (about 4 characters per
+token), not a tokenizer: the recorded provider traffic in tests/recordings proves correctness, this makes
+traffic.
 
 Prompt caching is emulated per provider: OpenAI caches any seen prefix of >= 1024 tokens in 128-token
 steps for 5 minutes; Anthropic caches prefixes ending at `cache_control` blocks (5 min or 1 h).
