@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from .writes import BUDGET_REMOVE_SQL, BUDGET_SET_SQL
+
 SCOPES = ("all", "project", "feature", "user")
 PERIODS = ("hour", "day", "month")
 
@@ -90,13 +92,6 @@ def normalize(scope: str, value: str | None, period: str) -> tuple[str, str, str
     return scope, value, period
 
 
-SET_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, limit_tokens, updated_at, is_deleted) "
-           "VALUES ({scope:String}, {value:String}, {period:String}, {amount:Decimal(18, 6)}, {tokens:UInt64}, "
-           "now64(3), 0)")
-REMOVE_SQL = ("INSERT INTO llm_budgets (scope, scope_value, period, amount_usd, updated_at, is_deleted) "
-              "VALUES ({scope:String}, {value:String}, {period:String}, 0, now64(3), 1)")
-
-
 def split_scope(text: str) -> tuple[str, str]:
     """`all`, `project=NAME`, `feature=NAME` or `user=ID` (the CLI's `--scope`) -> (scope, value). A budget has
     one scope: `project=a,feature=b` is refused, not taken for a project named `a,feature=b`."""
@@ -143,7 +138,7 @@ def set_budget(store, scope: str, value: str | None, period: str, amount_usd=Non
     limit = parse_tokens(tokens) if tokens is not None else 0
     if not amount and not limit:
         raise ValueError("a budget needs an amount in USD (--amount), a number of tokens (--tokens), or both")
-    store.command(SET_SQL, {"scope": scope, "value": value, "period": period, "amount": format(amount, "f"),
+    store.command(BUDGET_SET_SQL, {"scope": scope, "value": value, "period": period, "amount": format(amount, "f"),
                             "tokens": limit})
     return Budget(scope, value, period, amount, limit)
 
@@ -153,7 +148,7 @@ def remove_budget(store, scope: str, value: str | None, period: str) -> bool:
     scope, value, period = normalize(scope, value, period)
     if not any(b.scope == scope and b.scope_value == value and b.period == period for b in list_budgets(store)):
         return False
-    store.command(REMOVE_SQL, {"scope": scope, "value": value, "period": period})
+    store.command(BUDGET_REMOVE_SQL, {"scope": scope, "value": value, "period": period})
     return True
 
 
@@ -169,7 +164,7 @@ def budget_status(store) -> list[dict]:
 
 
 def _open(args: argparse.Namespace):
-    from .cli import open_existing_store
+    from .commands import open_existing_store
 
     return open_existing_store(args.store)
 
@@ -223,7 +218,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .cli import print_result
+    from .commands import print_result
 
     store = _open(args)
     try:

@@ -8,13 +8,11 @@ that need them, so `--help` and the rest work in an app's environment without it
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
 import importlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
@@ -23,10 +21,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
+from .commands import existing_store, format_value, open_existing_store, print_result
 from .durations import parse_duration
-from .errors import EXIT_FAILURE, INSTALL_COLLECTOR, UserError, debug_requested, missing_extra, \
-    native_stderr_captured, redact_url, report
-from .store import ENDPOINT_FILE, QueryResult, StoreError, chdb_dir, collector_alive, encode_value, open_store, \
+from .errors import EXIT_FAILURE, INSTALL_COLLECTOR, UserError, debug_requested, missing_extra, redact_url, \
+    report
+from .store import ENDPOINT_FILE, QueryResult, StoreError, chdb_dir, collector_alive, open_store, \
     resolve_url
 
 # Modules that add their own subcommands (each defines `register(subparsers)`).
@@ -123,84 +122,11 @@ def duration_arg(text: str) -> int:
     return seconds
 
 
-def format_value(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, Decimal):
-        return f"{value.normalize():f}" if value != 0 else "0"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(encode_value(value))
-
-
-def print_table(result: QueryResult, out=sys.stdout) -> None:
-    header = result.column_names
-    cells = [[format_value(v) for v in row] for row in result.rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
-    numeric = [bool(cells) and all(_looks_numeric(r[i]) for r in cells) for i in range(len(header))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
-
-    print(line(header), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in cells:
-        print(line(row), file=out)
-    print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})", file=out)
-
-
-def _looks_numeric(text: str) -> bool:
-    return bool(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?|NULL", text))
-
-
-def json_value(value: Any) -> str:
-    """One result value as JSON text. A Decimal is a JSON number with its exact digits (as a float,
-    123456789.123456789 would print as 123456789.12345679)."""
-    if isinstance(value, Decimal) and value.is_finite():
-        return format(value, "f")
-    return json.dumps(encode_value(value))
-
-
-def print_result(result: QueryResult, fmt: str, out=sys.stdout) -> None:
-    if fmt == "json":
-        for row in result.rows:
-            print("{" + ", ".join(f"{json.dumps(k)}: {json_value(v)}" for k, v in zip(result.column_names, row)) + "}",
-                  file=out)
-    elif fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(result.column_names)
-        for row in result.rows:
-            writer.writerow(["" if v is None else format(v, "f") if isinstance(v, Decimal) else encode_value(v)
-                             for v in row])
-    else:
-        print_table(result, out)
-
-
 def store_arg(text: str) -> str:
     """A --store value: a URL, or the directory of an embedded store written as a plain path."""
     if "://" in text or text.startswith("chdb:"):
         return text
     return "chdb://" + str(Path(text).expanduser().resolve())
-
-
-def existing_store(url: str | None) -> str:
-    """The URL of the store a reading command uses; an embedded store must exist (reading never creates one).
-    A ClickHouse server's database is checked by the server itself."""
-    url = resolve_url(url)
-    directory = chdb_dir(url)
-    if directory is not None and not (directory / "metadata").is_dir() and not (directory / ENDPOINT_FILE).exists():
-        raise UserError(f"no store at {directory}: nothing has been collected there",
-                        "give the collector's store with --store (or $OTEL_LLMCOST_STORE), or run this in the "
-                        "directory the collector runs in", EXIT_FAILURE)
-    return url
-
-
-def open_existing_store(url: str | None):
-    """`open_store` for a reading command: the store must exist; chDB's own lock message is held back (the
-    error explains it)."""
-    url = existing_store(url)
-    with native_stderr_captured():
-        return open_store(url)
 
 
 def wait_seconds(text: str) -> int:

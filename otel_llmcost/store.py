@@ -557,7 +557,7 @@ class RemoteStore:
     user_query = query
 
     def command(self, sql: str, parameters: dict | None = None) -> Any:
-        """One of the writes the collector makes on a client's behalf (`writes.named_writes`), by name."""
+        """One of the writes the collector makes on a client's behalf (`writes.NAMED_WRITES`), by name."""
         from .writes import name_of
 
         name = name_of(sql)

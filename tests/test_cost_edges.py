@@ -15,7 +15,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 import pytest
 from genai_prices import Usage, calc_price
 
-from otel_llmcost import cli, names
+from otel_llmcost import commands, names
 
 from test_pricing import emit
 
@@ -101,4 +101,4 @@ def test_sql_json_output_keeps_exact_decimals(collector):
 @pytest.mark.parametrize("value, text", [(Decimal("0.000000001"), "0.000000001"), (Decimal("1E-9"), "0.000000001"),
                                          (Decimal("-2.50"), "-2.50"), (None, "null"), ("a\"b", '"a\\"b"')])
 def test_json_value_writes_decimals_as_exact_numbers(value, text):
-    assert cli.json_value(value) == text
+    assert commands.json_value(value) == text

@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_llmcost import names
-from otel_llmcost.cli import format_value
+from otel_llmcost.commands import format_value
 from replay import ReplayServer, iter_sse
 
 try:

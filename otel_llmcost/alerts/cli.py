@@ -125,7 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from ..cli import open_existing_store, print_table
+    from ..commands import open_existing_store, print_table
     from ..store import QueryResult
     from .backtest import backtest
 

@@ -1,7 +1,7 @@
 """The writes a running collector makes on behalf of the CLI, by name: its query endpoint and ClickHouse
 interface are read-only, and the embedded store can be opened by this process only.
 
-- `write`: one of `writes.named_writes()` (a fixed statement) with its typed parameters;
+- `write`: one of `writes.NAMED_WRITES` (a fixed statement) with its typed parameters;
 - `reprice`: `reprice.reprice` over a time range, with the price file the CLI sent (its text).
 Neither takes SQL from the client.
 """
@@ -23,9 +23,8 @@ class Operations:
         self._reprice_lock = threading.Lock()  # one reprice at a time: each rebuilds rollup minutes
 
     def write(self, document: dict) -> dict:
-        from ..writes import named_writes
+        from ..writes import NAMED_WRITES as writes
 
-        writes = named_writes()
         name, parameters = document.get("write"), document.get("parameters")
         if name not in writes or not isinstance(parameters, dict):
             raise StoreError(f"unknown write {str(name)[:60]!r}: the collector makes only {sorted(writes)}")

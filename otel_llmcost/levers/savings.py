@@ -29,6 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
+from ..writes import SAVE_COLUMNS, SAVE_SQL
 from . import covered_seconds, exact, money, now_ns, per_month, rows_of, usage_groups
 
 CHARS_PER_TOKEN = 4
@@ -281,15 +282,6 @@ def print_findings(finder: Finder, findings: list[Finding], fmt: str, show_queri
         print("(--show-queries prints the SQL behind each figure; --format json includes it)", file=out)
 
 
-SAVE_COLUMNS = ("kind", "service_name", "project", "feature", "provider", "model", "monthly_savings_usd", "estimate",
-                "detail", "query")
-# The findings travel as one array per column (query parameters: the same through a collector's query endpoint).
-SAVE_SQL = """
-INSERT INTO llm_savings (computed_at, since_seconds, {columns})
-SELECT now64(3, 'UTC'), {{since:UInt64}}, f.1, f.2, f.3, f.4, f.5, f.6, toDecimal128(f.7, 9), f.8, f.9, f.10
-FROM (SELECT arrayJoin(arrayZip({arrays})) AS f)
-""".format(columns=", ".join(SAVE_COLUMNS), arrays=", ".join(
-    f"{{{c}:Array({'Bool' if c == 'estimate' else 'String'})}}" for c in SAVE_COLUMNS))
 
 
 def save(store, findings: list[Finding], seconds: int) -> None:
