@@ -57,9 +57,16 @@ MODELS = [  # (provider, request model, response model, weight)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the kernel's ephemeral range, where no outgoing connection can take it before the
+    collector binds it."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def proc_cpu_seconds(pid: int) -> float:

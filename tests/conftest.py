@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -52,27 +53,72 @@ def spans(tracing):
     exporter.clear()
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, from below the kernel's ephemeral range (32768 and up by default): a port taken from
+    that range can be given to any outgoing connection, of this suite or not, between this check and the
+    server's bind, and the server then fails to start. Never the same port twice in one run."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
 
 
 class CollectorProcess:
     """`otel-llmcost collector` as a subprocess on free ports, with its own embedded store."""
 
+    scheme = "http"
+    START_ATTEMPTS = 3
+
     def __init__(self, store_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.store_dir = store_dir
         self.store_url = f"chdb://{store_dir}"
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        self.http_endpoint = f"http://127.0.0.1:{self.http_port}"
-        self.grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
-        self.log_path = store_dir.parent / f"collector-{self.http_port}.log"
         self.env = {**os.environ, **(extra_env or {})}
         self.process: subprocess.Popen | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = self.store_dir.parent / f"collector-{self.http_port}.log"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.http_endpoint + "/llmcost/v1/health", timeout=1):
+                return True
+        except OSError:
+            return False
 
     def start(self, timeout: float = 60) -> "CollectorProcess":
+        """Start, and wait until healthy. Another program may still take a port between `free_port` and the
+        collector's bind (the collector then exits saying so): the first start tries again on new ports."""
+        for attempt in range(1 if self.process else self.START_ATTEMPTS):
+            if self._start_once(timeout):
+                return self
+            if "already in use" not in self.log_path.read_text() or attempt == self.START_ATTEMPTS - 1:
+                break
+            self.log.close()
+            self._choose_ports()
+        raise RuntimeError(f"collector exited early:\n{self.log_path.read_text()}")
+
+    def _start_once(self, timeout: float) -> bool:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "otel_llmcost.cli", "collector", "--store", self.store_url,
@@ -82,12 +128,10 @@ class CollectorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"collector exited early:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.http_endpoint + "/llmcost/v1/health", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+                return False
+            if self.healthy():
+                return True
+            time.sleep(0.1)
         raise RuntimeError(f"collector did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:

@@ -137,7 +137,7 @@ class Collector(CollectorProcess):
         self.context: ssl.SSLContext | None = None
         if env.get("OTEL_LLMCOST_TLS_CERT"):
             self.context = ssl.create_default_context(cafile=env["OTEL_LLMCOST_TLS_CERT"])
-            self.http_endpoint = self.http_endpoint.replace("http://", "https://")
+            self.scheme = "https"
 
     @property
     def headers(self) -> dict:
@@ -148,26 +148,12 @@ class Collector(CollectorProcess):
         with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
             return response.read()
 
-    def start(self, timeout: float = 60) -> "Collector":
-        import subprocess
-        import sys
-
-        from conftest import ROOT
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "otel_llmcost.cli", "collector", "--store", self.store_url,
-             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"collector exited early:\n{self.log_path.read_text()}")
-            try:
-                self._get("/llmcost/v1/health", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"collector did not start:\n{self.log_path.read_text()}")
+    def healthy(self) -> bool:
+        try:
+            self._get("/llmcost/v1/health", timeout=1)
+            return True
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """kill -9: no clean stop at all."""
