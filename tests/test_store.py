@@ -36,7 +36,7 @@ def test_a_store_made_before_resource_json_keeps_its_resources_after_the_migrati
 import json, sys
 from otel_llmcost.store import Store
 from otel_llmcost.collector import normalize, rows
-from otel_llmcost.collector.pricing import unpriced
+from otel_llmcost.collector.price_records import unpriced
 
 store = Store("chdb://" + sys.argv[1])
 store.migrate(before=40)

@@ -25,7 +25,7 @@ from genai_prices.data_units import unit_data
 from genai_prices.decompose import compute_leaf_values
 from genai_prices.units import UnitRegistry
 
-from .pricing import USAGE_KEYS, Price, unpriced
+from .price_records import USAGE_KEYS, Price, unpriced
 
 _ZERO = Decimal(0)
 # genai-prices' unit table, built from its bundled unit data as `calc_price` builds its own.

@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .. import hosts, names
-from .pricing import PricedUsage, with_speed
+from .price_records import PricedUsage
+from .pricing import with_speed
 
 # Each fact with its spellings, most specific first.
 PROVIDER_KEYS = (names.PROVIDER, "gen_ai.system", "llm.provider", "llm.system")

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from .. import names
 from .normalize import Call
-from .pricing import Price
+from .price_records import Price
 from .records import by_keyword
 
 _Amount = Decimal | None  # (None: not priced)

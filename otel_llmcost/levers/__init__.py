@@ -85,7 +85,7 @@ class UsageGroup:
 
     def usage(self, calls: int = 1, **extra: int):
         """`calls` times the group's mean call (rounded down), plus `extra` of each kind, as the catalog prices it."""
-        from ..collector.pricing import PricedUsage
+        from ..collector.price_records import PricedUsage
 
         n = self.calls
         return PricedUsage(**{kind: getattr(self, kind) // n * calls + extra.get(kind, 0) for kind in USAGE_KINDS})

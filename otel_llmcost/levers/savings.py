@@ -115,7 +115,7 @@ class Finder:
     # -- the findings -------------------------------------------------------------------------------------
 
     def uncached_prefixes(self) -> list[Finding]:
-        from ..collector.pricing import PricedUsage
+        from ..collector.price_records import PricedUsage
 
         rows, query = rows_of(self.store, "uncached_prefixes", {"seconds": self.seconds, "min_calls": MIN_CALLS})
         found = []
@@ -139,7 +139,7 @@ class Finder:
         return found
 
     def cache_hit_drops(self) -> list[Finding]:
-        from ..collector.pricing import PricedUsage
+        from ..collector.price_records import PricedUsage
 
         recent = min(RECENT_SECONDS, self.seconds // 2)
         rows, query = rows_of(self.store, "cache_hit_rate", {"seconds": self.seconds, "recent_seconds": recent})
@@ -218,7 +218,7 @@ class Finder:
         return self._long_outputs_rows
 
     def output_caps(self) -> list[Finding]:
-        from ..collector.pricing import PricedUsage
+        from ..collector.price_records import PricedUsage
 
         rows, query = self._long_outputs
         found = []
