@@ -9,6 +9,9 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from opentelemetry.semconv._incubating.attributes import openai_attributes as _openai
 from opentelemetry.semconv.attributes import server_attributes as _server
 
+# The instrumentation scope (tracer, meter and logger name) of our spans: the collector recognizes them by it.
+SCOPE = "otel_llmcost"
+
 OPERATION = _gen_ai.GEN_AI_OPERATION_NAME
 PROVIDER = _gen_ai.GEN_AI_PROVIDER_NAME
 REQUEST_MODEL = _gen_ai.GEN_AI_REQUEST_MODEL

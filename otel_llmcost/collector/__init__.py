@@ -41,35 +41,45 @@ def _env(name: str, default, cast=str):
                           + (f": {exc}" if cast not in KINDS else "")) from None
 
 
+def _globs(text: str) -> list[str]:
+    return [glob.strip() for glob in text.split(",") if glob.strip()]
+
+
+def _option(variable: str, default, cast=str, flag: str | None = None):
+    """An option read from its variable when `Options` is made; the variable and the `otel-llmcost collector`
+    flag, if it has one, are kept with it for error messages (`setting`)."""
+    return field(default_factory=lambda: _env(variable, default, cast), metadata={"variable": variable, "flag": flag})
+
+
 @dataclass
 class Options:
     """Everything besides the store, host and ports; each has an OTEL_LLMCOST_* variable."""
 
-    spool_dir: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_DIR", None))
-    spool_max_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_SPOOL_MAX_BYTES", 1 << 30, int))
-    max_request_bytes: int = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_REQUEST_BYTES", MAX_BODY_BYTES, int))
-    batch_rows: int = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_ROWS", 50_000, int))
-    batch_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_BATCH_SECONDS", 1.0, float))
-    retry_after: int = field(default_factory=lambda: _env("OTEL_LLMCOST_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS, int))
-    tls_cert: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_TLS_CERT", None))
-    tls_key: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_TLS_KEY", None))
-    forward_endpoint: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_ENDPOINT", None))
-    forward_queue: int = field(default_factory=lambda: _env("OTEL_LLMCOST_FORWARD_QUEUE", 1000, int))
-    stats_log_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STATS_LOG_SECONDS", 60.0, float))
-    cluster: str | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLUSTER", None))
+    spool_dir: str | None = _option("OTEL_LLMCOST_SPOOL_DIR", None, flag="--spool-dir")
+    spool_max_bytes: int = _option("OTEL_LLMCOST_SPOOL_MAX_BYTES", 1 << 30, int, flag="--spool-max-bytes")
+    max_request_bytes: int = _option("OTEL_LLMCOST_MAX_REQUEST_BYTES", MAX_BODY_BYTES, int, flag="--max-request-bytes")
+    batch_rows: int = _option("OTEL_LLMCOST_BATCH_ROWS", 50_000, int)
+    batch_seconds: float = _option("OTEL_LLMCOST_BATCH_SECONDS", 1.0, float)
+    retry_after: int = _option("OTEL_LLMCOST_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS, int)
+    tls_cert: str | None = _option("OTEL_LLMCOST_TLS_CERT", None, flag="--tls-cert")
+    tls_key: str | None = _option("OTEL_LLMCOST_TLS_KEY", None, flag="--tls-key")
+    forward_endpoint: str | None = _option("OTEL_LLMCOST_FORWARD_ENDPOINT", None, flag="--forward-endpoint")
+    forward_queue: int = _option("OTEL_LLMCOST_FORWARD_QUEUE", 1000, int)
+    stats_log_seconds: float = _option("OTEL_LLMCOST_STATS_LOG_SECONDS", 60.0, float)
+    cluster: str | None = _option("OTEL_LLMCOST_CLUSTER", None)
     # Glob patterns of attributes stored even though they hold prompt content or look like secrets.
-    keep_attributes: list[str] = field(default_factory=lambda: _env("OTEL_LLMCOST_KEEP_ATTRIBUTES", [], _globs))
+    keep_attributes: list[str] | tuple[()] = _option("OTEL_LLMCOST_KEEP_ATTRIBUTES", (), _globs)
     # The loader is stalled (health 503, spans refused) after this long with work and no progress.
-    stall_seconds: float = field(default_factory=lambda: _env("OTEL_LLMCOST_STALL_SECONDS", 60.0, float))
-    retention_days: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_RETENTION", None, parse_retention))
+    stall_seconds: float = _option("OTEL_LLMCOST_STALL_SECONDS", 60.0, float)
+    retention_days: int | None = _option("OTEL_LLMCOST_RETENTION", None, parse_retention)
     # The ClickHouse HTTP interface (clickhouse_http.py): None = 8123 with the embedded store, off with a
     # server (Grafana reads the server itself); 0 = off.
-    clickhouse_port: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_CLICKHOUSE_PORT", None, int))
-    max_connections: int = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_CONNECTIONS", MAX_CONNECTIONS, int))
+    clickhouse_port: int | None = _option("OTEL_LLMCOST_CLICKHOUSE_PORT", None, int, flag="--clickhouse-port")
+    max_connections: int = _option("OTEL_LLMCOST_MAX_CONNECTIONS", MAX_CONNECTIONS, int)
     # Bytes that request bodies may hold at once, all requests together (default: 4 requests of the largest size).
-    max_inflight_bytes: int | None = field(default_factory=lambda: _env("OTEL_LLMCOST_MAX_INFLIGHT_BYTES", None, int))
-    allow_unauthenticated: bool = field(default_factory=lambda: _env(
-        "OTEL_LLMCOST_ALLOW_UNAUTHENTICATED", False, lambda v: v.lower() in ("1", "true", "yes")))
+    max_inflight_bytes: int | None = _option("OTEL_LLMCOST_MAX_INFLIGHT_BYTES", None, int)
+    allow_unauthenticated: bool = _option("OTEL_LLMCOST_ALLOW_UNAUTHENTICATED", False,
+                                          lambda v: v.lower() in ("1", "true", "yes"))
 
     @classmethod
     def with_overrides(cls, options: "Options | None" = None, **overrides) -> "Options":
@@ -124,34 +134,14 @@ class Options:
                                   "the URL") from None
 
 
-# The variable (and the flag, where `otel-llmcost collector` has one) that sets each option.
-SETTINGS = {
-    "spool_dir": ("OTEL_LLMCOST_SPOOL_DIR", "--spool-dir"),
-    "spool_max_bytes": ("OTEL_LLMCOST_SPOOL_MAX_BYTES", "--spool-max-bytes"),
-    "max_request_bytes": ("OTEL_LLMCOST_MAX_REQUEST_BYTES", "--max-request-bytes"),
-    "batch_rows": ("OTEL_LLMCOST_BATCH_ROWS", None),
-    "batch_seconds": ("OTEL_LLMCOST_BATCH_SECONDS", None),
-    "retry_after": ("OTEL_LLMCOST_RETRY_AFTER_SECONDS", None),
-    "tls_cert": ("OTEL_LLMCOST_TLS_CERT", "--tls-cert"),
-    "tls_key": ("OTEL_LLMCOST_TLS_KEY", "--tls-key"),
-    "forward_endpoint": ("OTEL_LLMCOST_FORWARD_ENDPOINT", "--forward-endpoint"),
-    "forward_queue": ("OTEL_LLMCOST_FORWARD_QUEUE", None),
-    "stats_log_seconds": ("OTEL_LLMCOST_STATS_LOG_SECONDS", None),
-    "stall_seconds": ("OTEL_LLMCOST_STALL_SECONDS", None),
-    "clickhouse_port": ("OTEL_LLMCOST_CLICKHOUSE_PORT", "--clickhouse-port"),
-    "max_connections": ("OTEL_LLMCOST_MAX_CONNECTIONS", None),
-    "max_inflight_bytes": ("OTEL_LLMCOST_MAX_INFLIGHT_BYTES", None),
-}
+_OPTION_FIELDS = {f.name: f for f in fields(Options)}
 
 
 def setting(name: str) -> str:
     """How a user names an option: `--flag (OTEL_LLMCOST_VAR)`, or the variable alone."""
-    variable, flag = SETTINGS[name]
+    metadata = _OPTION_FIELDS[name].metadata
+    variable, flag = metadata["variable"], metadata["flag"]
     return f"{flag} ({variable})" if flag else variable
-
-
-def _globs(text: str) -> list[str]:
-    return [glob.strip() for glob in text.split(",") if glob.strip()]
 
 
 class ConfigError(Exception):

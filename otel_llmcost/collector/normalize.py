@@ -260,9 +260,6 @@ class Call:
     def model(self) -> str:
         return self.response_model or self.request_model
 
-    @property
-    def is_ours(self) -> bool:
-        return self.scope_name == "otel_llmcost"
 
 
 def any_value(value: Any) -> Any:
@@ -448,7 +445,8 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
             notes.append(f"prefix length {prefix_length} is beyond 2^32: dropped")
             prefix_length = 0
     provider = get("provider", "").lower()
-    if names.SERVER_ADDRESS in rest and scope_name != OUR_SCOPE:
+    # (our instrumentation decided the provider with the app's own settings)
+    if names.SERVER_ADDRESS in rest and scope_name != names.SCOPE:
         provider = provider_at(provider, rest)
     call = _bare_call(Call)  # (every field set by name below: see Call)
     call.timestamp_ns = start
@@ -485,7 +483,6 @@ def to_call(span: Any, facts: dict[str, Any], names_usage: bool, rest: dict[str,
 _bare_call = object.__new__
 
 
-OUR_SCOPE = "otel_llmcost"  # our instrumentation decides the provider with the app's own settings
 # (provider, server.address, server.port, the host mapping) -> the provider a call is stored and priced as.
 _PROVIDERS_AT: dict[tuple[str, str, str, str], str] = {}
 

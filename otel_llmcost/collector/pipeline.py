@@ -24,11 +24,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ..store import Store, StoreError
 from .normalize import Call
 from .otlp_lite import calls_in
-from .pricing import Price, PriceCatalog
+from .price_records import Price
+from .pricing import PriceCatalog
 from .recent_calls import RecentCalls
 from .rows import COLUMNS, Row, row
 from .stats import Stats
-from .twins import TWIN_SLACK_NS, CallSummary, one_per_call, same_call, truest, twin_groups
+from .twins import TWIN_SLACK_NS, CallSummary, dropped_twins, one_per_call, same_call, truest
 
 logger = logging.getLogger("otel_llmcost.collector")
 
@@ -238,21 +239,7 @@ class Pipeline:
         inserted (a crash in between leaves the stored span there, and the next attempt settles again)."""
         if not rows or BENCH_SKIP_SETTLE:
             return rows, []
-        dropped: set[int] = set()
-        span_ids = {r.span_id for r in rows}
-        scopes: dict[str, str] = {}
-        shared = False  # a response id named by two instrumentations, or a span nested in another of the batch
-        for r in rows:
-            rid = r.response_id
-            parent = r.parent_span_id
-            if (rid and scopes.setdefault(rid, r.scope_name) != r.scope_name) or (parent and parent in span_ids):
-                shared = True
-                break
-        if shared:
-            summaries = [summary_of_row(r) for r in rows]
-            for group in twin_groups(summaries):
-                keep = truest(summaries, group)
-                dropped.update(i for i in group if i != keep)
+        dropped = dropped_twins(rows, summary_of_row)
         live = [i for i in range(len(rows)) if i not in dropped] if dropped else range(len(rows))
         stored = self._stored_near(rows, live)
         replaced: dict[str, int] = {}  # key of a stored span to delete -> its minute

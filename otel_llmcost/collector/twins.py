@@ -12,8 +12,9 @@ The same judgement serves a request's calls (`one_per_call`), a batch of rows an
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
+from .. import names
 from .normalize import Call
 
 TWIN_SLACK_NS = 2_000_000_000
@@ -82,7 +83,7 @@ def completeness(a: CallSummary) -> tuple:
     """Orders the spans of one call, truest last: usage at all, then cache and reasoning tokens (a span that
     lacks them dropped them), then ours (it also carries the attribution: project, feature, user), then the
     provider SDK's own span (over another instrumentation's), then the larger count."""
-    return (a.has_usage, a.cache_tokens > 0, a.reasoning_tokens > 0, a.scope_name == "otel_llmcost",
+    return (a.has_usage, a.cache_tokens > 0, a.reasoning_tokens > 0, a.scope_name == names.SCOPE,
             a.scope_name.startswith(PROVIDER_SDK_SCOPES), a.input_tokens + a.output_tokens)
 
 
@@ -130,21 +131,28 @@ def truest(summaries: list[CallSummary], indexes: list[int]) -> int:
     return max(indexes, key=lambda i: (completeness(summaries[i]), -summaries[i].timestamp_ns))
 
 
-def one_per_call(calls: list[Call]) -> list[Call]:
-    """The calls, each call once: of two or more spans that describe one call (`same_call`), the truest."""
-    span_ids = {c.span_id for c in calls}
+def dropped_twins(items: Sequence[Any], summarize: Callable[[Any], CallSummary]) -> set[int]:
+    """Indexes of `items` (calls or rows: anything with span_id, parent_span_id, response_id and scope_name)
+    that are spans of a call another item describes more truly (`same_call`, `truest`)."""
+    span_ids = {item.span_id for item in items}
     responses: dict[str, str] = {}
-    for call in calls:
-        if call.parent_span_id in span_ids:
+    for item in items:
+        if item.parent_span_id in span_ids:
             break
-        rid = call.response_id
-        if rid and responses.setdefault(rid, call.scope_name) != call.scope_name:
+        rid = item.response_id
+        if rid and responses.setdefault(rid, item.scope_name) != item.scope_name:
             break
     else:
-        return calls  # no nesting, no response named by two instrumentations (nearly always): nothing to choose
-    summaries = [summary_of_call(c) for c in calls]
+        return set()  # no nesting, no response named by two instrumentations (nearly always): nothing to choose
+    summaries = [summarize(item) for item in items]
     dropped: set[int] = set()
     for group in twin_groups(summaries):
         keep = truest(summaries, group)
         dropped.update(i for i in group if i != keep)
-    return [c for i, c in enumerate(calls) if i not in dropped]
+    return dropped
+
+
+def one_per_call(calls: list[Call]) -> list[Call]:
+    """The calls, each call once: of two or more spans that describe one call (`same_call`), the truest."""
+    dropped = dropped_twins(calls, summary_of_call)
+    return [c for i, c in enumerate(calls) if i not in dropped] if dropped else calls

@@ -98,7 +98,7 @@ def record_cache_hit(
             attributes_[names.CACHE_HIT_INPUT_TOKENS] = input_tokens
         if type(output_tokens) is int and output_tokens >= 0:
             attributes_[names.CACHE_HIT_OUTPUT_TOKENS] = output_tokens
-        tracer = app_tracer[-1] if app_tracer else trace.get_tracer("otel_llmcost", __version__)
+        tracer = app_tracer[-1] if app_tracer else trace.get_tracer(names.SCOPE, __version__)
         tracer.start_span(f"cache_hit {model}", kind=SpanKind.INTERNAL, attributes=attributes_).end()
     except Exception:
         log_once("could not record a cache hit")

@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from .. import __version__, guard
+from .. import __version__, guard, names
 from .api import app_tracer
 from . import semconv
 from .core import Provider, RequestTracer, Telemetry, log_once, read_on_parse
@@ -39,7 +39,7 @@ class SdkInstrumentor(BaseInstrumentor):
         raise NotImplementedError
 
     def _instrument(self, **kwargs: Any) -> None:
-        tracer = trace.get_tracer("otel_llmcost", __version__, tracer_provider=kwargs.get("tracer_provider"))
+        tracer = trace.get_tracer(names.SCOPE, __version__, tracer_provider=kwargs.get("tracer_provider"))
         settings = semconv.settings_from_env(kwargs.get("metrics"))
         request_tracer = RequestTracer(tracer, self.provider(**kwargs), fingerprint=kwargs.get("prefix_fingerprint"),
                                        settings=settings, telemetry=_telemetry(settings, kwargs))
@@ -113,12 +113,12 @@ def _telemetry(settings: semconv.Settings, kwargs: dict[str, Any]) -> Telemetry 
 
         from .metrics import GenAIMetrics
 
-        instruments = GenAIMetrics(metrics.get_meter("otel_llmcost", __version__,
+        instruments = GenAIMetrics(metrics.get_meter(names.SCOPE, __version__,
                                                      meter_provider=kwargs.get("meter_provider")))
     if settings.content_as_event:
         from opentelemetry import _logs
 
-        events = _logs.get_logger("otel_llmcost", __version__, logger_provider=kwargs.get("logger_provider"))
+        events = _logs.get_logger(names.SCOPE, __version__, logger_provider=kwargs.get("logger_provider"))
     if instruments is None and events is None:
         return None
     return Telemetry(settings, instruments, events)
