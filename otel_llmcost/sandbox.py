@@ -19,7 +19,6 @@ import json
 import math
 import random
 import re
-import signal
 import string
 import struct
 import sys
@@ -27,6 +26,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
+
+from .stop_signals import wait_for_stop
 
 CACHE_MIN_TOKENS = 1024  # both providers refuse to cache shorter prefixes
 OPENAI_CACHE_STEP = 128  # OpenAI reports cached tokens in 128-token increments
@@ -629,20 +630,10 @@ class Sandbox:
 
 def serve_forever(host: str = "127.0.0.1", port: int = 8089) -> None:
     """Run a sandbox in the foreground until Ctrl-C or SIGTERM (the `otel-llmcost sandbox` command)."""
-    stop = threading.Event()
-    main = threading.current_thread() is threading.main_thread()  # signal handlers only install there
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
-    try:
-        with Sandbox(host, port) as sb:
-            print(f"OPENAI_BASE_URL={sb.openai_base_url}", flush=True)
-            print(f"ANTHROPIC_BASE_URL={sb.anthropic_base_url}", flush=True)
-            print(f"MISTRAL_SERVER_URL={sb.mistral_base_url}", flush=True)
-            # Calls to loopback are a self-hosted model's unless told: this stand-in is the hosted APIs'.
-            print(f"OTEL_LLMCOST_PROVIDER_HOSTS={host}=hosted", flush=True)
-            while not stop.wait(0.5):  # short waits keep Ctrl-C responsive
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+    with Sandbox(host, port) as sb:
+        print(f"OPENAI_BASE_URL={sb.openai_base_url}", flush=True)
+        print(f"ANTHROPIC_BASE_URL={sb.anthropic_base_url}", flush=True)
+        print(f"MISTRAL_SERVER_URL={sb.mistral_base_url}", flush=True)
+        # Calls to loopback are a self-hosted model's unless told: this stand-in is the hosted APIs'.
+        print(f"OTEL_LLMCOST_PROVIDER_HOSTS={host}=hosted", flush=True)
+        wait_for_stop()

@@ -52,6 +52,27 @@ def test_the_loader_collects_garbage_after_each_insert_and_gives_back_the_thresh
     assert gc.get_threshold() == thresholds
 
 
+def test_inserts_stay_batch_seconds_apart_and_a_caught_up_loader_does_not_hold_the_tail(empty_store, tmp_path):
+    """A call after a quiet spell (or the tail of a backlog) is stored as soon as the loader has read it, not a
+    whole `batch_seconds` later; the next one waits until `batch_seconds` after that insert began."""
+    def stored(feature: str) -> int:
+        return empty_store.query(f"SELECT count() FROM llm_spans WHERE feature = '{feature}'").rows[0][0]
+
+    spool = Spool(tmp_path / "spool")
+    loader = Loader(Pipeline(empty_store), spool, batch_seconds=30)
+    loader.start()
+    try:
+        spool.append(request_bytes(llm_spans(3, feature="after-quiet")))
+        assert wait_for(lambda: stored("after-quiet") == 3, timeout=15), "held for the batch timer"
+        spool.append(request_bytes(llm_spans(2, feature="right-after")))
+        time.sleep(2)
+        assert stored("right-after") == 0  # a second insert this soon would be one per request under load
+    finally:
+        loader.stop(drain_seconds=5)  # stopping stores what was read
+        spool.close()
+    assert stored("right-after") == 2 and loader.failed is None
+
+
 def test_recent_calls_remember_at_least_the_newest_capacity_keys_and_at_most_twice_that():
     from otel_llmcost.collector.recent_calls import RecentCalls
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ..retention import apply_retention, parse_retention
+from ..stop_signals import wait_for_stop
 from ..store import ENDPOINT_FILE, Store, chdb_dir, resolve_url
 from . import normalize
 from .forward import Forwarder
@@ -313,10 +312,6 @@ def run(store_url: str | None, host: str, http_port: int, grpc_port: int, auth_t
     print(f"otel-llmcost collector: OTLP/HTTP {collector.http_endpoint}/v1/traces, "
           f"OTLP/gRPC {host}:{collector.receivers.grpc_port}, store {collector.store.url}"
           + (f", ClickHouse HTTP port {collector.clickhouse.port}" if collector.clickhouse else ""), flush=True)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
-    while not stopping.wait(0.5):
-        pass
+    wait_for_stop()
     collector.stop()
     print("otel-llmcost collector: stopped", flush=True)

@@ -56,6 +56,7 @@ class Loader(threading.Thread):
         self.collects = False
         self.collected_at = self.full_collected_at = time.monotonic()
         self.progress_at = time.monotonic()
+        self.flushed_at = -self.batch_seconds  # when the last insert began (none yet: long enough ago)
 
     def stalled(self, seconds: float) -> bool:
         """Whether the loader has had work (spooled data not stored) and neither stored a batch nor caught up for
@@ -141,19 +142,28 @@ class Loader(threading.Thread):
                     if not self._flush():
                         return
             caught_up = self.position >= self.spool.synced
-            if self.end > self.start and (stopping or time.monotonic() - self.first_at >= self.batch_seconds):
+            if self.end > self.start and (stopping or time.monotonic() >= self._flush_due(caught_up)):
                 if not self._flush():
                     return
                 continue
             if stopping and caught_up:
                 return
             timeout = self.batch_seconds if self.end == self.start else \
-                max(self.first_at + self.batch_seconds - time.monotonic(), 0.001)
+                max(self._flush_due(caught_up) - time.monotonic(), 0.001)
             if caught_up:
                 self.progress_at = time.monotonic()
                 if self.end == self.start:
                     self._collect_garbage(due_only=True)
                 self.spool.wait(self.position, min(timeout, 0.5))
+
+    def _flush_due(self, caught_up: bool) -> float:
+        """When the batch being built is inserted (unless it fills first): `batch_seconds` after its first row,
+        or, once the loader has caught up with the spool, `batch_seconds` after the last insert began, if that
+        is sooner. Inserts stay at least `batch_seconds` apart under a light load either way (the store's
+        parts); the second rule stores the tail of a backlog, or a call after a quiet spell, at once instead of
+        holding it for the timer of a batch that was built behind the backlog."""
+        due = self.first_at + self.batch_seconds
+        return min(due, self.flushed_at + self.batch_seconds) if caught_up else due
 
     def _add(self, offset: int, payload: bytes, record_end: int, recent: RecentCalls | None = None,
              skip: set | None = None) -> None:
@@ -179,6 +189,7 @@ class Loader(threading.Thread):
         batch is first settled against the store (`Pipeline.settle`), and what that leaves out is recorded with
         the batch's range, so that a `replay` rebuilds exactly the rows of the first attempt."""
         if self.rows or self.dead:
+            self.flushed_at = time.monotonic()
             token = self.spool.token(self.start, self.end)
             settled = replay
             if replay and not self._spool_write(lambda: self.spool.begin(self.start, self.end, self.skipped)):
