@@ -470,7 +470,7 @@ def capacity(rounds: int, quick: bool) -> str:
              f"exporters, each request's message encoded before the clock, span times as an application sending "
              f"30,000 spans/s would give them), so the collector always has a backlog; "
              f"spans/s = spans of the rounds over their wall time, first export to last row stored (which counts the last, "
-             f"partial batch's wait for the loader's 1 s timer); steady = the rate rows were stored from 10 % to 90 % of "
+             f"partial batch, inserted once the loader has caught up); steady = the rate rows were stored from 10 % to 90 % of "
              f"a round (the collector's stats sampled every 50 ms). Received and "
              f"spooled: the rate the exporters' requests were answered (durably spooled) meanwhile.")
     return table(header, rows) + notes
