@@ -9,10 +9,10 @@ import time
 def wait_for_stop(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT), poll: float = 0.1) -> None:
     """Blocks the main thread until one of `signals` arrives, then puts the previous handlers back.
 
-    The handler only appends to a list. A handler that takes a lock (`threading.Event.set`) deadlocks when the
-    signal lands while the main thread itself holds that lock, inside `Event.wait`: a SIGTERM sent just as a
-    collector finished starting then hung it. A short sleep rather than `signal.pause()`, which would miss a
-    signal that arrives between the check and the pause."""
+    The handler only appends to a list: it runs on the main thread, between any two of its bytecodes, so a
+    handler that takes a lock (`threading.Event.set`) waits forever when the main thread holds that lock at that
+    moment (inside `Event.wait`). A short sleep rather than `signal.pause()`, which would miss a signal that
+    arrives between the check and the pause."""
     if threading.current_thread() is not threading.main_thread():  # handlers install only there
         raise RuntimeError("wait_for_stop() runs on the main thread")
     received: list[int] = []

@@ -1,9 +1,9 @@
 """The collector and the sandbox stop on SIGTERM whenever it comes, even as they finish starting.
 
-They used to set a `threading.Event` from the signal handler while the main thread waited on it: a SIGTERM
-landing while the main thread held the event's lock (entering `Event.wait`) ran the handler on that thread,
-which then waited for the lock forever. With other threads busy, as in a collector, about 1 SIGTERM in 30
-sent right after start-up hung the process (a CI run's `terminate()` timed out on it)."""
+A handler that sets a `threading.Event` the main thread waits on hangs the process when the SIGTERM lands
+while the main thread holds the event's lock (entering `Event.wait`): the handler runs on that thread and waits
+for the lock forever. The moment right after start-up, with other threads busy as in a collector, is where that
+happens; the test probes it many times."""
 
 from __future__ import annotations
 

@@ -261,7 +261,6 @@ class Call:
         return self.response_model or self.request_model
 
 
-
 def any_value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     if kind is None:
